@@ -1,0 +1,302 @@
+"""The ``kiosk`` command.  Its options, output and exit codes are a contract
+for scripts and tests:
+
+    0  done (a sale approved online or stored offline; Stripe reached)
+    1  a sale declined, refused or not confirmed
+    2  usage, configuration or plugin error
+    3  Stripe unreachable (``kiosk sync``; nothing changed)
+    4  Stripe rejected the API key (``kiosk sync``; nothing lost)
+    5  the queue on disk cannot be trusted, or another kiosk process holds it
+
+Errors are one line on stderr.  Never prints a card number, token or API key.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from .config import ConfigError, default_path
+from .host import PluginError
+from .interfaces import StoreAlarm, StoreBusy
+from .money import MoneyError, format_amount, parse_amount
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_OFFLINE, EXIT_AUTH, EXIT_STORE = 0, 1, 2, 3, 4, 5
+
+
+def package_version() -> str:
+    try:
+        return version("offline-kiosk")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class Fail(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def _open(args, create: bool = False):
+    from .boot import open_kiosk
+    return open_kiosk(Path(args.config), create=create)
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# -- commands -------------------------------------------------------------------
+
+def cmd_init(args) -> int:
+    from .boot import load_config, load_host
+    host = load_host()
+    config = load_config(host, Path(args.config))
+    key_existed = (config.data_dir / "kiosk.key").exists()
+    kiosk = _open(args, create=True)
+    try:
+        print(f"data directory: {config.data_dir}")
+        print("key: kept the existing one" if key_existed else "key: created (mode 0600)")
+    finally:
+        kiosk.close()
+    return EXIT_OK
+
+
+def _confirm_prompt(args):
+    def confirm(offer) -> bool:
+        print(f"Stripe cannot be reached. Store this sale offline? "
+              f"{format_amount(offer.amount, offer.currency)} — {offer.left}", file=sys.stderr)
+        print(f"  {offer.risk_note}", file=sys.stderr)
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            print("  not confirmed: pass --yes to confirm offline sales without a prompt", file=sys.stderr)
+            return False
+        return input("  Confirm offline sale? [y/N] ").strip().lower() in ("y", "yes")
+    return confirm
+
+
+def cmd_charge(args) -> int:
+    kiosk = _open(args)
+    try:
+        currency = args.currency or kiosk.config.currency
+        try:
+            amount = parse_amount(args.amount, currency)
+        except MoneyError as exc:
+            raise Fail(str(exc)) from None
+        behavior = "force_offline" if args.offline else None
+        try:
+            result = kiosk.take_sale(amount, currency, behavior=behavior, confirm=_confirm_prompt(args),
+                                     customer=args.customer, card=args.card)
+        except ValueError as exc:
+            raise Fail(str(exc)) from None
+        if args.json:
+            _print_json({"status": result.status, "message": result.message, "limit": result.limit,
+                         "payment": result.payment.public() if result.payment else None})
+        else:
+            what = f"{format_amount(amount, currency)}"
+            if result.payment:
+                what += f" {result.payment.card.brand} •••• {result.payment.card.last4} ({result.payment.id})"
+            print(f"{result.status.upper().replace('_', ' ')}: {what} — {result.message}")
+        return EXIT_OK if result.ok else EXIT_REFUSED
+    finally:
+        kiosk.close()
+
+
+def cmd_queue(args) -> int:
+    kiosk = _open(args)
+    try:
+        payments = kiosk.store.live() + kiosk.store.settled()[::-1]
+        if args.json:
+            _print_json([p.public() for p in payments])
+            return EXIT_OK
+        if not payments:
+            print("no payments")
+        for p in payments:
+            tail = p.payment_intent or (f"{p.decline_code or 'refused'}: {p.message}" if p.state == "failed" else "")
+            print(f"{p.created_at}  {p.state:<10} {format_amount(p.amount, p.currency):>14}  "
+                  f"{p.card.brand} •••• {p.card.last4}  {'offline' if p.offline else 'online '}  {p.id}  {tail}")
+        return EXIT_OK
+    finally:
+        kiosk.close()
+
+
+def cmd_sync(args) -> int:
+    kiosk = _open(args)
+    try:
+        report = kiosk.forward(force=True)
+        if args.json:
+            _print_json(report.as_dict())
+        elif not report.reached:
+            print(f"Stripe unreachable: nothing sent; {report.pending} pending", file=sys.stderr)
+        else:
+            print(f"succeeded {report.succeeded}, failed {report.failed}, pending {report.pending}")
+            if report.auth_error:
+                print(f"error: {report.auth_error}; forwarding stopped, payments kept", file=sys.stderr)
+        if not report.reached:
+            return EXIT_OFFLINE
+        return EXIT_AUTH if report.auth_error else EXIT_OK
+    finally:
+        kiosk.close()
+
+
+def cmd_status(args) -> int:
+    kiosk = _open(args)
+    try:
+        status = kiosk.status()
+        problem = getattr(kiosk.sync, "problem", None)
+        status["sync_problem"] = problem
+        if args.json:
+            _print_json(status)
+            return EXIT_OK
+        print(f"kiosk {status['kiosk_id']}: {'ONLINE' if status['online'] else 'OFFLINE'}"
+              f"{' — ' + problem if problem else ''}")
+        pending = status["pending"]
+        totals = ", ".join(v["formatted"] for v in pending["by_currency"].values()) or "nothing"
+        print(f"pending: {pending['count']} ({totals})")
+        if status["oldest_pending_at"]:
+            print(f"oldest pending: {status['oldest_pending_age_hours']:.1f} h old, "
+                  f"{status['window_hours_left']:.1f} h left of the 24 h window")
+        for code, lim in status["limits"].items():
+            print(f"offline limits {code.upper()}: {format_amount(lim['per_transaction'], code)} per sale, "
+                  f"{format_amount(lim['left'], code)} left of {format_amount(lim['total'], code)}, "
+                  f"{lim['count']} payments")
+        print(f"last sync: {status['last_sync_at'] or 'never'}")
+        reader = status["reader"]
+        print(f"reader: {reader['name']}{'' if reader['supports_offline'] else ' (online only)'}")
+        return EXIT_OK
+    finally:
+        kiosk.close()
+
+
+def cmd_plugins(args) -> int:
+    from .boot import load_host
+    host = load_host()
+    infos = [info.as_dict() for info in host.plugins()]
+    if args.json:
+        _print_json(infos)
+        return EXIT_OK
+    for info in infos:
+        print(f"{info['name']} {info['version']}  [{', '.join(info['kind']) or 'extra'}]  "
+              f"{', '.join(info['hooks'])}")
+    for name, error in host.failed.items():
+        print(f"{name}  FAILED TO LOAD: {error}")
+    return EXIT_OK
+
+
+def cmd_notices(args) -> int:
+    kiosk = _open(args)
+    try:
+        feed = kiosk.store.notices(args.limit)
+        if args.json:
+            _print_json(feed)
+        for notice in ([] if args.json else feed):
+            print(f"{notice['at']}  {notice['level']:<7} {notice['title']}: {notice['message']}")
+        return EXIT_OK
+    finally:
+        kiosk.close()
+
+
+def cmd_run(args) -> int:
+    kiosk = _open(args)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+        kiosk.wake.set()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        display_name = kiosk.config["display"]["use"]
+        if display_name and not args.headless:
+            from .boot import plugin_settings
+            display = kiosk.host.call_on(display_name, "kiosk_open_display", kiosk=kiosk,
+                                         settings=plugin_settings(kiosk.host, kiosk.config, display_name))
+            worker = threading.Thread(target=kiosk.run_background, args=(stop,), name="forwarder", daemon=True)
+            worker.start()
+            display.run(stop)
+            stop.set()
+            kiosk.wake.set()
+            worker.join(timeout=30)
+        else:
+            logging.getLogger("kiosk").info("kiosk %s running headless", kiosk.config.kiosk_id)
+            kiosk.run_background(stop)
+        return EXIT_OK
+    finally:
+        kiosk.close()
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+    return run_demo(Path(args.config), keep=args.keep)
+
+
+# -- parser ---------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=str(default_path()),
+                        help="configuration file (default: $KIOSK_CONFIG, else ./config.toml)")
+    parser = argparse.ArgumentParser(prog="kiosk", description="Offline card-payments kiosk")
+    parser.add_argument("--version", action="version", version=f"kiosk {package_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help, json_flag=True):
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
+        return p
+
+    add("init", cmd_init, "create the data directory and the key (safe to run twice)", json_flag=False)
+    p = add("charge", cmd_charge, "take one sale through the configured reader")
+    p.add_argument("amount", help="amount in the currency's units, e.g. 12.50 (JPY: 1200)")
+    p.add_argument("--currency", help="ISO currency code (default: [kiosk] currency)")
+    p.add_argument("--card", help="test card for the simulated reader (visa, insufficient_funds, ...)")
+    p.add_argument("--offline", action="store_true", help="store the sale offline even if Stripe is reachable")
+    p.add_argument("--yes", action="store_true", help="confirm an offline sale without a prompt")
+    p.add_argument("--customer", help="customer e-mail or phone, for following up a decline")
+    add("queue", cmd_queue, "list every payment")
+    add("sync", cmd_sync, "forward pending payments to Stripe now")
+    add("status", cmd_status, "online or offline, what is waiting, limits in force")
+    add("plugins", cmd_plugins, "list loaded plugins")
+    p = add("notices", cmd_notices, "the notice feed, newest last")
+    p.add_argument("--limit", type=int, default=50)
+    p = add("run", cmd_run, "the appliance loop: forward in the background, remind, show the screen", json_flag=False)
+    p.add_argument("--headless", action="store_true", help="no display plugin")
+    p = add("demo", cmd_demo, "walk through online, offline and forwarded sales against a local Stripe peer",
+            json_flag=False)
+    p.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("stripe", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except Fail as exc:
+        print(f"kiosk: error: {exc}", file=sys.stderr)
+        return exc.code
+    except (ConfigError, PluginError) as exc:
+        print(f"kiosk: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (StoreAlarm, StoreBusy) as exc:
+        print(f"kiosk: alarm: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

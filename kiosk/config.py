@@ -1,0 +1,237 @@
+"""Reading and checking ``config.toml``.
+
+Every key is declared (here for the core, through ``kiosk_settings`` for
+plugins) with its type and default; an unknown key or a wrong type stops the
+kiosk with one line naming the key.  The Stripe key is never a setting here:
+it comes from ``STRIPE_API_KEY`` or a key file.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from .money import MoneyError, currency_code
+
+OFFLINE_BEHAVIORS = ("prefer_online", "require_online", "force_offline")
+
+
+class ConfigError(Exception):
+    """A bad configuration; ``str()`` is one line naming the key."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared key: its type (``str``, ``int``, ``float``, ``bool``,
+    ``list``, ``dict``), default and one-line description.  ``choices`` limits
+    a ``str``."""
+    type: type
+    default: Any
+    help: str = ""
+    choices: tuple = ()
+    item_type: type | None = None   # for lists
+    path: bool = False              # a file path: relative to the config file's folder
+
+
+CORE_SETTINGS: dict[str, dict[str, Setting]] = {
+    "kiosk": {
+        "id": Setting(str, "kiosk-1", "Name of this kiosk, sent to Stripe as metadata.kiosk_id"),
+        "currency": Setting(str, "usd", "Currency of sales unless a sale names another"),
+        "offline_behavior": Setting(str, "prefer_online", "prefer_online, require_online or force_offline",
+                                    choices=OFFLINE_BEHAVIORS),
+        "language": Setting(str, "en", "Language of screens and notices", choices=("en", "ja")),
+        "reminder_hours": Setting(list, [12.0, 20.0, 23.0],
+                                  "Remind the vendor when the oldest pending payment is this many hours old",
+                                  item_type=float),
+    },
+    "storage": {
+        "use": Setting(str, "tinydb", "Storage plugin"),
+        "path": Setting(str, "", "Data directory (default: the platform's user data directory)", path=True),
+    },
+    "sync": {
+        "use": Setting(str, "stripe", "Sync plugin"),
+        "poll_seconds": Setting(float, 15.0, "How often `kiosk run` checks whether Stripe is reachable"),
+        "retry_base_seconds": Setting(float, 5.0, "First back-off after a failed attempt; doubles each time"),
+        "retry_max_seconds": Setting(float, 300.0, "Longest back-off"),
+    },
+    "reader": {
+        "use": Setting(str, "simulated", "Reader plugin"),
+        "timeout_seconds": Setting(float, 60.0, "How long to wait for a card"),
+    },
+    "notifier": {
+        "use": Setting(list, ["feed"], "Notifier plugins that get every notice", item_type=str),
+    },
+    "display": {
+        "use": Setting(str, "", "Display plugin (empty: none)"),
+    },
+    "limits": {
+        "per_transaction": Setting(float, 100.0, "Largest offline sale, in [kiosk] currency"),
+        "total": Setting(float, 500.0, "Largest total stored offline per currency, in [kiosk] currency"),
+        "max_pending": Setting(int, 50, "Most payments waiting to be forwarded"),
+        "currencies": Setting(dict, {}, "Per-currency limits: [limits.currencies.jpy] per_transaction, total"),
+        "floor": Setting(float, 0.1, "Fraction of the limits left once the oldest pending payment is 24 h old"),
+        "growth_per_success": Setting(float, 0.02, "Limits grow by this fraction per offline payment forwarded"),
+        "max_growth": Setting(float, 2.0, "Limits grow to at most this multiple"),
+        "shrink_per_decline": Setting(float, 0.2, "Limits shrink by this fraction per offline payment declined"),
+        "min_trust": Setting(float, 0.25, "Declines shrink the limits to at most this multiple"),
+    },
+}
+
+
+@dataclass
+class Config:
+    path: Path | None
+    values: dict[str, dict[str, Any]]
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self.values.get(section, {})
+
+    @property
+    def kiosk_id(self) -> str:
+        return self["kiosk"]["id"]
+
+    @property
+    def currency(self) -> str:
+        return self["kiosk"]["currency"]
+
+    @property
+    def data_dir(self) -> Path:
+        raw = self["storage"]["path"]
+        return Path(raw) if raw else Path(platformdirs.user_data_dir("kiosk", appauthor=False))
+
+    def sections_of(self, schema: dict[str, dict[str, Setting]]) -> dict[str, dict[str, Any]]:
+        """The checked values of the sections a plugin declared."""
+        return {name: dict(self.values.get(name, {})) for name in schema}
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("KIOSK_CONFIG") or "config.toml")
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file (run from the project folder or pass --config)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _flatten(raw: dict, prefix: str = "") -> dict[str, dict]:
+    """``{"reader": {"use": .., "simulated": {..}}}`` -> sections by dotted name."""
+    sections: dict[str, dict] = {}
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            sections.setdefault(name, {})
+            for sub_key, sub_value in value.items():
+                if isinstance(sub_value, dict) and f"{name}.{sub_key}" not in ("limits.currencies",):
+                    sections.update(_flatten({sub_key: sub_value}, prefix=f"{name}."))
+                else:
+                    sections[name][sub_key] = sub_value
+        else:
+            raise ConfigError(f"config key {name!r} must be inside a [section]")
+    return sections
+
+
+def _check(section: str, key: str, value: Any, setting: Setting) -> Any:
+    where = f"[{section}] {key}"
+    kind = setting.type
+    if isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"config {where} must be {kind.__name__}, not {value!r}")
+    if kind is float and isinstance(value, int):
+        value = float(value)
+    if not isinstance(value, kind):
+        raise ConfigError(f"config {where} must be {kind.__name__}, not {type(value).__name__} {value!r}")
+    if setting.choices and value not in setting.choices:
+        raise ConfigError(f"config {where} must be one of {', '.join(setting.choices)}, not {value!r}")
+    if kind is list and setting.item_type is not None:
+        checked = []
+        for item in value:
+            if setting.item_type is float and isinstance(item, int) and not isinstance(item, bool):
+                item = float(item)
+            if not isinstance(item, setting.item_type) or isinstance(item, bool):
+                raise ConfigError(f"config {where} must list {setting.item_type.__name__} values, not {item!r}")
+            checked.append(item)
+        value = checked
+    if kind in (int, float) and value < 0:
+        raise ConfigError(f"config {where} must not be negative, not {value!r}")
+    return value
+
+
+def check(raw: dict, schema: dict[str, dict[str, Setting]], path: Path | None = None) -> Config:
+    """Check ``raw`` (parsed TOML) against ``schema``; fill in defaults."""
+    sections = _flatten(raw)
+    values: dict[str, dict[str, Any]] = {}
+    for section, keys in sections.items():
+        declared = schema.get(section)
+        if declared is None:
+            raise ConfigError(f"config: unknown section [{section}] (no loaded plugin reads it)")
+        for key, value in keys.items():
+            if key not in declared:
+                raise ConfigError(f"config: unknown key [{section}] {key}")
+    for section, declared in schema.items():
+        given = sections.get(section, {})
+        values[section] = {key: (_check(section, key, given[key], setting) if key in given
+                                 else _copy(setting.default))
+                           for key, setting in declared.items()}
+    base = path.parent if path is not None else Path.cwd()
+    for section, declared in schema.items():
+        for key, setting in declared.items():
+            value = values[section][key]
+            if setting.path and value:
+                values[section][key] = str(base / os.path.expanduser(value))
+    config = Config(path=path, values=values)
+    _check_core(config)
+    return config
+
+
+def _copy(value):
+    return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
+
+
+def _check_core(config: Config) -> None:
+    kiosk = config.values["kiosk"]
+    try:
+        kiosk["currency"] = currency_code(kiosk["currency"])
+    except MoneyError as exc:
+        raise ConfigError(f"config [kiosk] currency: {exc}") from None
+    if not kiosk["id"].strip():
+        raise ConfigError("config [kiosk] id must not be empty")
+    limits = config.values["limits"]
+    currencies = {}
+    for code, table in limits["currencies"].items():
+        where = f"[limits.currencies.{code}]"
+        try:
+            normal = currency_code(code)
+        except MoneyError as exc:
+            raise ConfigError(f"config {where}: {exc}") from None
+        if not isinstance(table, dict):
+            raise ConfigError(f"config {where} must be a table with per_transaction and total")
+        unknown = set(table) - {"per_transaction", "total"}
+        if unknown:
+            raise ConfigError(f"config: unknown key {where} {sorted(unknown)[0]}")
+        for key in ("per_transaction", "total"):
+            if key not in table:
+                raise ConfigError(f"config {where} {key} is missing")
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"config {where} {key} must be a number of at least 0, not {value!r}")
+        currencies[normal] = dict(table)
+    limits["currencies"] = currencies
+    for key in ("floor", "min_trust"):
+        if not 0 <= limits[key] <= 1:
+            raise ConfigError(f"config [limits] {key} must be between 0 and 1, not {limits[key]}")
+    if limits["max_growth"] < 1:
+        raise ConfigError(f"config [limits] max_growth must be at least 1, not {limits['max_growth']}")
+    hours = kiosk["reminder_hours"]
+    if any(not 0 < h < 24 for h in hours):
+        raise ConfigError("config [kiosk] reminder_hours must be between 0 and 24 hours")
+    kiosk["reminder_hours"] = sorted(hours)

@@ -1,0 +1,104 @@
+"""``kiosk demo``: a walk through a market day, no Stripe account needed.
+
+Starts a local Stripe peer on 127.0.0.1 (or uses Stripe's test mode when
+STRIPE_API_KEY holds an ``sk_test_`` key), takes an online sale, loses the
+signal, takes offline sales, comes back, forwards them and shows the
+decline notice a vendor would follow up.  Uses the configuration given, with
+its own throw-away data directory.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .boot import open_kiosk
+from .money import format_amount, parse_amount
+
+
+def _say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def _show(result) -> None:
+    card = f" {result.payment.card.brand} •••• {result.payment.card.last4}" if result.payment else ""
+    print(f"   {result.status.upper().replace('_', ' ')}{card}: {result.message}", flush=True)
+
+
+def run_demo(config_path: Path, keep: bool = False) -> int:
+    from .fake_stripe import FakeStripe
+    real_key = os.environ.get("STRIPE_API_KEY", "")
+    use_stripe = real_key.startswith("sk_test_")
+    data_dir = Path(tempfile.mkdtemp(prefix="kiosk-demo-"))
+    peer = None
+    overrides = {"storage": {"path": str(data_dir)}, "reader.simulated": {"mode": "chip"},
+                 "kiosk": {"offline_behavior": "prefer_online"}}
+    if use_stripe:
+        print("Using Stripe's test mode with your sk_test_ key.")
+        overrides["stripe"] = {"api_base": "https://api.stripe.com"}
+    else:
+        peer = FakeStripe().start()
+        os.environ["STRIPE_API_KEY"] = "sk_test_demo_" + "0" * 24  # this process only; a fake key
+        overrides["stripe"] = {"api_base": peer.url}
+        print(f"Local Stripe peer on {peer.url} (no account needed).")
+    kiosk = open_kiosk(config_path, create=True, overrides=overrides)
+    currency = kiosk.config.currency
+    money = lambda text: parse_amount(text, currency)  # noqa: E731
+    yes = lambda offer: print(f"   confirm offline sale? {format_amount(offer.amount, offer.currency)} — "  # noqa: E731
+                              f"{offer.left}\n   {offer.risk_note}\n   vendor taps Confirm") or True
+    try:
+        _say("Morning, good signal: an online sale")
+        _show(kiosk.take_sale(money("12.50"), card="visa", confirm=yes))
+
+        _say("The signal drops")
+        if peer is not None:
+            peer.set_offline(True)
+            behavior = None
+        else:
+            behavior = "force_offline"   # real Stripe stays reachable: pretend
+        for amount, card, customer in (("8.00", "visa", None), ("23.50", "mastercard", None),
+                                       ("15.00", "insufficient_funds", "+1 555 0100")):
+            print(f" - {format_amount(money(amount), currency)} on {card}")
+            _show(kiosk.take_sale(money(amount), card=card, customer=customer, confirm=yes, behavior=behavior))
+
+        print(" - a sale over the offline limit")
+        _show(kiosk.take_sale(money("400.00"), card="visa", confirm=yes, behavior=behavior))
+        print(" - a phone's Tap to Pay cannot work offline")
+        from plugins.simulated_reader import SimulatedReader
+        chip, kiosk.reader = kiosk.reader, SimulatedReader(mode="tap_to_pay")
+        _show(kiosk.take_sale(money("5.00"), card="visa", confirm=yes, behavior=behavior))
+        kiosk.reader = chip
+
+        status = kiosk.status(check=behavior is None)
+        print(f"   status: {'ONLINE' if status['online'] else 'OFFLINE'}, {status['pending']['count']} pending "
+              f"({', '.join(v['formatted'] for v in status['pending']['by_currency'].values())}), "
+              f"{status['window_hours_left']:.1f} h left to forward")
+
+        _say("Back online: forwarding what was stored")
+        if peer is not None:
+            peer.set_offline(False)
+        started = time.monotonic()
+        report = kiosk.forward()
+        print(f"   succeeded {report.succeeded}, failed {report.failed}, pending {report.pending} "
+              f"in {time.monotonic() - started:.2f} s")
+
+        _say("Notices the vendor sees")
+        for notice in kiosk.store.notices(20):
+            if notice["kind"] in ("forwarded", "declined"):
+                print(f"   [{notice['level']}] {notice['title']}: {notice['message']}")
+        _say("The queue")
+        for p in kiosk.store.settled()[::-1]:
+            print(f"   {p.state:<10} {format_amount(p.amount, p.currency):>9} {p.card.brand} •••• {p.card.last4}"
+                  f"  {p.payment_intent or ''} {p.decline_code or ''}")
+        print("\nNext: `kiosk --help`, the README, and docs/plugins.md for writing a plugin.")
+        return 0
+    finally:
+        kiosk.close()
+        if peer is not None:
+            peer.stop()
+        if keep:
+            print(f"data kept in {data_dir}")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)

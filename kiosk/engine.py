@@ -1,0 +1,438 @@
+"""The sale engine: the life of a payment from card read to settled.
+
+Rules it keeps:
+
+- every state change is durable (the store fsyncs) before any notice, hook
+  or return value tells anyone about it;
+- a payment's idempotency key and request are stored with the sale, before
+  the first attempt, and reused on every retry;
+- an attempt whose outcome is unknown is looked up at Stripe before it is
+  sent again;
+- notifier and display plugins can fail without touching a sale.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from . import notices
+from .faults import crash_point
+from .interfaces import CardResult, Outcome, ReaderError
+from .limits import History, LimitRefused, Limits, Stored, base_limits, check_sale, describe_left
+from .money import check_amount, currency_code, format_amount
+from .notices import Notice
+from .payment import (FAILED, FORWARDING, PENDING, SUCCEEDED, Card, Payment, iso,
+                      new_payment_id, parse_iso, utcnow)
+
+log = logging.getLogger("kiosk.engine")
+
+WINDOW_HOURS = 24.0
+SYNC_NOTE_SECONDS = 60      # write "last synced" at most this often while idle online
+
+APPROVED, APPROVED_OFFLINE, DECLINED, REFUSED, CANCELLED = (
+    "approved", "approved_offline", "declined", "refused", "cancelled")
+
+
+@dataclass
+class OfflineOffer:
+    """What the vendor sees before confirming an offline sale."""
+    amount: int
+    currency: str
+    limits: Limits
+    stored: Stored
+    risk_note: str = ("Offline: the card is checked only when the kiosk is back online; "
+                      "a decline then is the vendor's loss.")
+
+    @property
+    def left(self) -> str:
+        return describe_left(self.limits, self.stored)
+
+
+@dataclass
+class SaleResult:
+    status: str                 # approved, approved_offline, declined, refused, cancelled
+    message: str
+    payment: Payment | None = None
+    limit: str | None = None    # which limit refused it
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (APPROVED, APPROVED_OFFLINE)
+
+
+@dataclass
+class SyncReport:
+    reached: bool
+    succeeded: int = 0
+    failed: int = 0
+    pending: int = 0
+    auth_error: str | None = None
+    results: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"reached": self.reached, "succeeded": self.succeeded, "failed": self.failed,
+                "pending": self.pending, "auth_error": self.auth_error}
+
+
+class Kiosk:
+    def __init__(self, config, host, store, reader, sync, clock=utcnow):
+        self.config, self.host, self.store, self.reader, self.sync = config, host, store, reader, sync
+        self.clock = clock
+        self.online: bool | None = None
+        self.wake = threading.Event()          # "sync now"
+        self._forward_lock = threading.Lock()  # one forwarding pass at a time
+        self._in_flight: set[str] = set()
+        self._in_flight_lock = threading.Lock()
+        self._last_sync_note = 0.0
+        if self.store.get_meta("initialized_at") is None:
+            self.store.set_meta("initialized_at", iso(self.clock()))
+        self.host.call_isolated("kiosk_startup", kiosk=self)
+        for storage in getattr(store, "recovered", []):
+            self.notify(Notice(notices.STORE_RECOVERED, "Queue recovered after power loss",
+                               "an unfinished write was set aside; nothing acknowledged was lost", "warning"))
+
+    # -- telling people ------------------------------------------------------
+
+    def notify(self, notice: Notice) -> None:
+        self.host.call_isolated("kiosk_notify", only=self.config["notifier"]["use"], notice=notice)
+
+    def _changed(self, payment: Payment, previous: str | None) -> None:
+        self.host.call_isolated("kiosk_payment_changed", payment=payment, previous_state=previous)
+
+    # -- online or not -------------------------------------------------------
+
+    def check_online(self) -> bool:
+        online = self.sync.reachable()
+        if online != self.online and self.online is not None:
+            self.notify(Notice(notices.ONLINE, "Online", "Stripe is reachable", "success") if online
+                        else Notice(notices.OFFLINE, "Offline", "sales are stored on the kiosk", "warning"))
+        self.online = online
+        return online
+
+    # -- limits --------------------------------------------------------------
+
+    def history(self) -> History:
+        now = self.clock()
+        last = parse_iso(self.store.get_meta("last_sync_at") or self.store.get_meta("initialized_at"))
+        live = self.store.live()
+        oldest = min((p.created() for p in live), default=None)
+        return History(forwarded=self.store.get_meta("offline_forwarded", 0),
+                       declined=self.store.get_meta("offline_declined", 0),
+                       hours_since_sync=(now - last).total_seconds() / 3600 if last else 0.0,
+                       oldest_pending_hours=None if oldest is None else (now - oldest).total_seconds() / 3600)
+
+    def effective_limits(self, currency: str) -> Limits | None:
+        base = base_limits(self.config["limits"], self.config.currency, currency)
+        if base is None:
+            return None
+        return self.host.offline_limits(base=base, history=self.history())
+
+    def stored(self, currency: str) -> Stored:
+        live = self.store.live()
+        return Stored(amount=sum(p.amount for p in live if p.currency == currency), count=len(live))
+
+    # -- a sale --------------------------------------------------------------
+
+    def take_sale(self, amount: int, currency: str | None = None, *, behavior: str | None = None,
+                  confirm=None, customer: str | None = None, card: str | None = None,
+                  cancel: threading.Event | None = None) -> SaleResult:
+        """Take one sale through the reader.  ``confirm(offer) -> bool`` is asked
+        before an offline sale in ``prefer_online``; without it the sale is refused."""
+        currency = currency_code(currency or self.config.currency)
+        check_amount(amount, currency)
+        behavior = behavior or self.config["kiosk"]["offline_behavior"]
+        cancel = cancel or threading.Event()
+        if customer is not None:
+            customer = check_contact(customer)
+
+        offline = behavior == "force_offline" or not self.check_online()
+        if offline and behavior == "require_online":
+            return SaleResult(REFUSED, "Stripe cannot be reached and this kiosk takes online sales only")
+        if offline:
+            refusal = self._offline_refusal(amount, currency)
+            if refusal is not None:
+                return refusal
+            if behavior == "prefer_online":
+                offer = OfflineOffer(amount, currency, self.effective_limits(currency), self.stored(currency))
+                if confirm is None or not confirm(offer):
+                    return SaleResult(CANCELLED, "offline sale not confirmed; nothing stored")
+
+        try:
+            card_result = self.reader.read_card(amount, currency, offline, cancel, card)
+        except ReaderError as exc:
+            return SaleResult(REFUSED, f"reader: {exc}")
+        crash_point("sale:after_card")
+        payment = self._store_sale(amount, currency, offline, card_result, customer)
+        crash_point("sale:after_store")
+        if offline:
+            self.notify(notices.stored_offline(payment))
+            return SaleResult(APPROVED_OFFLINE, "approved offline — will be sent when back online", payment)
+        return self._charge_now(payment)
+
+    def _offline_refusal(self, amount: int, currency: str) -> SaleResult | None:
+        info = self.reader.info()
+        if not info.supports_offline:
+            return SaleResult(REFUSED, f"{info.name} cannot take payments offline; "
+                                       "use a chip reader or wait until Stripe is reachable", limit="reader")
+        limits = self.effective_limits(currency)
+        if limits is None:
+            return SaleResult(REFUSED, f"no offline limit is set for {currency.upper()}; "
+                                       "offline sales in it are refused", limit="currency")
+        try:
+            check_sale(amount, limits, self.stored(currency))
+        except LimitRefused as exc:
+            self.notify(notices.limit_reached(str(exc)))
+            return SaleResult(REFUSED, str(exc), limit=exc.which)
+        return None
+
+    def _store_sale(self, amount, currency, offline, card: CardResult, customer) -> Payment:
+        payment = Payment(id=new_payment_id(), amount=amount, currency=currency,
+                          created_at=iso(self.clock()), offline=offline,
+                          card=Card(card.brand, card.last4, card.exp_month, card.exp_year),
+                          token=card.token, reader=self.reader.info().name, customer=customer)
+        request = self.sync.prepare(payment)
+        payment.idempotency_key, payment.request = request.idempotency_key, request.params
+        self.store.add(payment)                          # durable: key and request before any attempt
+        self._changed(payment, None)
+        return payment
+
+    def _charge_now(self, payment: Payment) -> SaleResult:
+        outcome = self.forward_one(payment, tell=False)
+        if payment.state == SUCCEEDED:
+            self.notify(notices.approved(payment))
+            return SaleResult(APPROVED, "approved", payment)
+        if payment.state == FAILED:
+            self.notify(Notice("sale_declined", "Declined", f"{payment.decline_code or 'refused'}: "
+                               f"{payment.message}", "warning", payment.public()))
+            return SaleResult(DECLINED, f"declined: {payment.message}", payment)
+        # the attempt did not settle (network lost mid-way): the sale is safe and goes later
+        self.notify(notices.stored_offline(payment))
+        return SaleResult(APPROVED_OFFLINE, f"stored — will be sent when Stripe answers ({outcome.message})",
+                          payment)
+
+    # -- forwarding ----------------------------------------------------------
+
+    def _backoff(self, attempts: int) -> float:
+        sync = self.config["sync"]
+        delay = min(sync["retry_max_seconds"], sync["retry_base_seconds"] * 2 ** max(0, attempts - 1))
+        return delay * random.uniform(0.8, 1.2)
+
+    def forward_one(self, payment: Payment, tell: bool = True) -> Outcome:
+        """One attempt for one payment, following the rules in the module docstring."""
+        with self._in_flight_lock:
+            if payment.id in self._in_flight:
+                return Outcome("retry", message="already being forwarded")
+            self._in_flight.add(payment.id)
+        try:
+            return self._forward_one(payment, tell)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight.discard(payment.id)
+
+    def _forward_one(self, payment: Payment, tell: bool) -> Outcome:
+        unknown_before = payment.attempts > 0
+        previous = payment.state
+        now = iso(self.clock())
+        payment.state, payment.attempts, payment.last_attempt_at = FORWARDING, payment.attempts + 1, now
+        payment.first_attempt_at = payment.first_attempt_at or now
+        self.store.save(payment)                         # durable: an attempt has started
+        crash_point("forward:after_mark")
+        outcome = None
+        if unknown_before:
+            outcome = self.sync.lookup(payment)
+            if outcome.kind == "not_found":
+                outcome = None
+        if outcome is None:
+            outcome = self.sync.send(payment)
+        crash_point("forward:after_send")
+        self._record(payment, outcome)
+        self._changed(payment, previous)
+        if tell:
+            self._tell(payment, outcome)
+        return outcome
+
+    def _record(self, payment: Payment, outcome: Outcome) -> None:
+        now = self.clock()
+        if outcome.kind == "succeeded":
+            payment.state, payment.payment_intent, payment.message = SUCCEEDED, outcome.payment_intent, ""
+            payment.decline_code, payment.settled_at = None, iso(now)
+        elif outcome.kind in ("declined", "refused"):
+            payment.state, payment.payment_intent = FAILED, outcome.payment_intent
+            payment.decline_code = outcome.decline_code if outcome.kind == "declined" else None
+            payment.message, payment.settled_at = outcome.message, iso(now)
+        else:
+            payment.state, payment.message = PENDING, outcome.message
+            delay = outcome.retry_after or self._backoff(payment.attempts)
+            payment.next_attempt_at = iso(now + timedelta(seconds=delay))
+        self.store.save(payment)                         # durable before anyone hears of it
+        if payment.offline and payment.settled:
+            name = "offline_forwarded" if payment.state == SUCCEEDED else "offline_declined"
+            self.store.set_meta(name, self.store.get_meta(name, 0) + 1)
+
+    def _tell(self, payment: Payment, outcome: Outcome) -> None:
+        if payment.state == SUCCEEDED:
+            self.notify(notices.forwarded(payment))
+        elif payment.state == FAILED:
+            self.notify(notices.declined(payment))
+        elif outcome.kind == "auth_error":
+            pass  # told once per pass, in forward()
+
+    def _due(self, payment: Payment, now: datetime) -> bool:
+        when = parse_iso(payment.next_attempt_at)
+        return when is None or when <= now
+
+    def forward(self, force: bool = True, stop: threading.Event | None = None,
+                progress=None) -> SyncReport:
+        """Forward what is waiting.  ``force`` ignores back-off ("sync now").
+        ``progress(done, total)`` is called as payments settle."""
+        with self._forward_lock:
+            if not self.check_online():
+                return SyncReport(reached=False, pending=len(self.store.live()))
+            now = self.clock()
+            due = [p for p in self.store.live() if force or self._due(p, now)]
+            report = SyncReport(reached=True)
+            abort = threading.Event()
+            done = 0
+            done_lock = threading.Lock()
+
+            def work(payment: Payment):
+                nonlocal done
+                if abort.is_set() or (stop is not None and stop.is_set()):
+                    return None
+                outcome = self.forward_one(payment)
+                if outcome.kind == "auth_error":
+                    abort.set()
+                with done_lock:
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(due))
+                return outcome
+
+            workers = max(1, min(self.sync.concurrency, len(due)))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="forward") as pool:
+                outcomes = list(pool.map(work, due))
+            for outcome in outcomes:
+                if outcome is not None and outcome.kind == "auth_error":
+                    report.auth_error = outcome.message
+            live = self.store.live()
+            still_live = {p.id for p in live}
+            settled = [self.store.get(p.id) for p in due if p.id not in still_live]
+            report.succeeded = sum(1 for p in settled if p and p.state == SUCCEEDED)
+            report.failed = sum(1 for p in settled if p and p.state == FAILED)
+            report.pending = len(live)
+            if report.auth_error:
+                self.notify(notices.auth_failed(report.auth_error))
+            else:
+                self.note_synced(force=True)
+            return report
+
+    def note_synced(self, force: bool = False) -> None:
+        import time
+        if force or time.monotonic() - self._last_sync_note > SYNC_NOTE_SECONDS:
+            self._last_sync_note = time.monotonic()
+            self.store.set_meta("last_sync_at", iso(self.clock()))
+
+    # -- the 24-hour window ----------------------------------------------------
+
+    def remind(self) -> list[Notice]:
+        """Send each configured reminder once, as the oldest pending payment ages."""
+        now = self.clock()
+        sent = []
+        live = self.store.live()
+        for hours in self.config["kiosk"]["reminder_hours"]:
+            crossing = [p for p in live if hours not in p.reminded_hours
+                        and (now - p.created()).total_seconds() >= hours * 3600]
+            if not crossing:
+                continue
+            for payment in crossing:
+                payment.reminded_hours = sorted(set(payment.reminded_hours) | {hours})
+                self.store.save(payment)
+            oldest = (now - min(p.created() for p in live)).total_seconds() / 3600
+            notice = notices.reminder(max(hours, oldest), len(live), WINDOW_HOURS)
+            self.notify(notice)
+            sent.append(notice)
+        return sent
+
+    # -- the appliance loop ----------------------------------------------------
+
+    def run_background(self, stop: threading.Event) -> None:
+        """Forward whenever Stripe is reachable, send reminders, tidy the store.
+        Sleeps between checks (battery): wakes early on ``self.wake``."""
+        poll = self.config["sync"]["poll_seconds"]
+        while not stop.is_set():
+            forced = self.wake.is_set()
+            self.wake.clear()
+            try:
+                if self.check_online():
+                    if any(self._due(p, self.clock()) for p in self.store.live()) or forced:
+                        self.forward(force=forced, stop=stop)
+                    else:
+                        self.note_synced()
+                self.remind()
+                self.store.maintain()
+            except Exception:
+                log.exception("background forwarding pass failed; trying again in %.0f s", poll)
+            self.wake.wait(poll)
+            if stop.is_set():
+                break
+
+    # -- what the vendor asks --------------------------------------------------
+
+    def status(self, check: bool = True) -> dict:
+        online = self.check_online() if check else self.online
+        now = self.clock()
+        live = self.store.live()
+        by_currency: dict[str, dict] = {}
+        for p in live:
+            entry = by_currency.setdefault(p.currency, {"count": 0, "amount": 0})
+            entry["count"] += 1
+            entry["amount"] += p.amount
+        for code, entry in by_currency.items():
+            entry["formatted"] = format_amount(entry["amount"], code)
+        oldest = min((p.created() for p in live), default=None)
+        currencies = sorted({self.config.currency, *by_currency, *self.config["limits"]["currencies"]})
+        limits = {}
+        for code in currencies:
+            effective = self.effective_limits(code)
+            if effective is not None:
+                limits[code] = dict(effective.as_dict(), left=max(0, effective.total - by_currency.get(code, {}).get("amount", 0)))
+        info = self.reader.info()
+        return {
+            "kiosk_id": self.config.kiosk_id,
+            "online": online,
+            "offline_behavior": self.config["kiosk"]["offline_behavior"],
+            "pending": {"count": len(live), "by_currency": by_currency},
+            "oldest_pending_at": iso(oldest),
+            "oldest_pending_age_hours": None if oldest is None else round((now - oldest).total_seconds() / 3600, 3),
+            "window_hours_left": None if oldest is None else round(max(0.0, WINDOW_HOURS - (now - oldest).total_seconds() / 3600), 3),
+            "limits": limits,
+            "last_sync_at": self.store.get_meta("last_sync_at"),
+            "reader": {"name": info.name, "supports_offline": info.supports_offline,
+                       "battery": info.battery, "connected": info.connected},
+        }
+
+    def close(self) -> None:
+        self.host.call_isolated("kiosk_shutdown", kiosk=self)
+        for part in (self.reader, self.sync, self.store):
+            try:
+                part.close()
+            except Exception:
+                log.exception("closing %s failed", type(part).__name__)
+
+
+def check_contact(contact: str) -> str:
+    """An e-mail address or a phone number, for following up a decline."""
+    text = contact.strip()
+    digits = [c for c in text if c.isdigit()]
+    if "@" in text:
+        local, _, domain = text.partition("@")
+        if local and "." in domain and " " not in text and len(text) <= 254:
+            return text
+        raise ValueError(f"customer contact {contact!r} is not an e-mail address")
+    if all(c.isdigit() or c in "+-() ." for c in text) and 7 <= len(digits) <= 15:
+        return text
+    raise ValueError(f"customer contact {contact!r} is neither an e-mail address nor a phone number")

@@ -1,0 +1,174 @@
+"""The whole plugin contract of the kiosk, in one file.
+
+A plugin is any object or module with functions marked ``@hookimpl`` whose names
+are hooks below; it is found through the ``kiosk`` entry-point group, as the
+built-in plugins in ``plugins/`` are.  A plugin's *kind* follows from the hooks
+it implements: ``kiosk_open_reader`` makes it a reader, ``kiosk_open_storage`` a
+storage, ``kiosk_open_sync`` a sync, ``kiosk_notify`` a notifier and
+``kiosk_open_display`` a display.  ``config.toml`` names which plugin serves each
+kind (``[reader] use = "simulated"``); the ``kiosk_open_*`` hooks are called on
+that plugin alone.
+
+Rules every implementation can rely on:
+
+- an implementation may accept fewer arguments than the spec names, so a new
+  argument never breaks an old plugin;
+- every payment state change is already durable on disk when a hook hears of it;
+- notifier and display hooks run isolated: an exception is logged with the
+  plugin's name and the sale goes on;
+- nothing passed to a hook carries a card number, CVV or track data, and the
+  Stripe key never is.
+
+The interfaces the ``kiosk_open_*`` hooks return are described in
+:mod:`kiosk.interfaces`; ``docs/plugins.md`` has a section per hook.
+"""
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "kiosk"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -- every kind ----------------------------------------------------------------
+
+@hookspec
+def kiosk_settings():
+    """Declare the ``config.toml`` settings this plugin reads.
+
+    Called once at start, on every loaded plugin, before the configuration is
+    checked.  Return ``{section: {key: kiosk.config.Setting}}`` (sections may be
+    dotted, e.g. ``"reader.simulated"``), or ``None``.  Keys nobody declares are
+    refused with a one-line error naming them.  All results are merged.
+    """
+
+
+@hookspec
+def kiosk_startup(kiosk):
+    """The kiosk is ready: plugins are open and the queue is loaded.
+
+    :param kiosk: the :class:`kiosk.engine.Kiosk` (its ``store``, ``feed``,
+        ``status()`` and ``take_sale()`` are the stable surface).
+    Called once, on every plugin, before the first sale.  Return value ignored.
+    Isolated: an exception is logged and start-up goes on.
+    """
+
+
+@hookspec
+def kiosk_shutdown(kiosk):
+    """The kiosk is stopping; release hardware and threads.
+
+    Called once on every plugin, after the last sale and the last forward.
+    Return value ignored.  Isolated.
+    """
+
+
+# -- reader --------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def kiosk_open_reader(settings):
+    """Open the card reader this plugin provides.
+
+    :param settings: the plugin's own sections of ``config.toml``, checked and
+        with defaults filled in, as ``{section: {key: value}}``.
+    :returns: an object with the :class:`kiosk.interfaces.Reader` interface.
+    Called once at start, only on the plugin named by ``[reader] use``.
+    Stops at first non-None result.
+    """
+
+
+# -- storage -------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def kiosk_open_storage(settings, data_dir, create):
+    """Open the payment queue.
+
+    :param settings: the plugin's sections of ``config.toml`` (checked).
+    :param data_dir: :class:`pathlib.Path` of the data directory (``[storage] path``).
+    :param create: ``True`` only from ``kiosk init``: create what is missing
+        (the key, empty files, mode 0600) and never overwrite anything.
+        Otherwise a missing, empty, truncated or unauthenticated file must
+        raise :class:`kiosk.interfaces.StoreAlarm` -- never read as empty.
+    :returns: an object with the :class:`kiosk.interfaces.PaymentStore` interface.
+    Called once at start, only on the plugin named by ``[storage] use``.
+    Stops at first non-None result.
+    """
+
+
+# -- sync ----------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def kiosk_open_sync(settings, kiosk_id):
+    """Open the connection that forwards payments to the processor.
+
+    :param settings: the plugin's sections of ``config.toml`` (checked).
+    :param kiosk_id: ``[kiosk] id``, to tag forwarded payments.
+    :returns: an object with the :class:`kiosk.interfaces.Forwarder` interface.
+    Called once at start, only on the plugin named by ``[sync] use``.
+    Stops at first non-None result.
+    """
+
+
+# -- notifier ------------------------------------------------------------------
+
+@hookspec
+def kiosk_notify(notice):
+    """Tell the vendor something: a payment forwarded or declined, a reminder,
+    a limit reached, the Stripe key rejected, the kiosk going offline.
+
+    :param notice: a :class:`kiosk.notices.Notice` (``kind``, ``title``,
+        ``message``, ``level``, ``payment`` summary or ``None``, ``at``).
+    Called on every plugin named in ``[notifier] use``, after the change the
+    notice reports is durable.  Return value ignored.  Isolated: a notifier
+    that raises is logged by name and never stops or loses a sale.
+    """
+
+
+# -- display -------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def kiosk_open_display(kiosk, settings):
+    """Open the vendor's screen.
+
+    :param kiosk: the :class:`kiosk.engine.Kiosk`.
+    :param settings: the plugin's sections of ``config.toml`` (checked).
+    :returns: an object with the :class:`kiosk.interfaces.Display` interface;
+        ``kiosk run`` calls its ``run(stop)`` on the main thread.
+    Called once by ``kiosk run`` (not ``--headless``), only on the plugin named
+    by ``[display] use``.  Stops at first non-None result.
+    """
+
+
+# -- every payment change ------------------------------------------------------
+
+@hookspec
+def kiosk_payment_changed(payment, previous_state):
+    """A payment was stored or changed state.
+
+    :param payment: the :class:`kiosk.payment.Payment` as now stored (read it,
+        do not change it).
+    :param previous_state: its state before, or ``None`` when just stored.
+    Called on every plugin after the change is durable.  Return value
+    ignored.  Isolated: an exception is logged by plugin name.
+    """
+
+
+# -- offline-limits policy -----------------------------------------------------
+
+@hookspec(firstresult=True)
+def kiosk_offline_limits(base, history):
+    """Work out the offline limits in force now.
+
+    :param base: :class:`kiosk.limits.Limits` configured for the currency
+        (per-transaction amount, total stored amount, number of pending payments).
+    :param history: :class:`kiosk.limits.History` -- offline payments forwarded
+        and declined so far, hours since the last successful sync, age of the
+        oldest pending payment.
+    :returns: the effective :class:`kiosk.limits.Limits`, or ``None`` to leave
+        the decision to the next implementation.
+    Called before every offline sale and by ``kiosk status``.  The built-in
+    ``standard_limits`` plugin answers last (``trylast``); mark yours
+    ``tryfirst`` to put your own risk rules in front.  Stops at first non-None
+    result.
+    """

@@ -1,0 +1,169 @@
+"""What the objects returned by the ``kiosk_open_*`` hooks look like.
+
+These are :class:`typing.Protocol` classes: a plugin's object needs the
+methods, not the base class.  The small value types (``CardResult``,
+``Outcome``...) are real classes a plugin constructs.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Literal, Protocol, runtime_checkable
+
+
+# -- reader --------------------------------------------------------------------
+
+class ReaderError(Exception):
+    """The reader could not produce a card result (cancelled, timed out, switched
+    off, bad frame).  ``str()`` is one line for the vendor.  No sale is stored."""
+
+
+@dataclass(frozen=True)
+class ReaderInfo:
+    name: str
+    supports_offline: bool          # False for Tap to Pay style readers
+    battery: int | None = None      # percent, when the reader says
+    firmware: str | None = None
+    connected: bool = True
+
+
+@dataclass(frozen=True)
+class CardResult:
+    """What a reader hands over: a processor token (or opaque encrypted blob)
+    plus what the vendor may see.  Never a card number, CVV or track data."""
+    token: str
+    brand: str
+    last4: str
+    exp_month: int | None = None
+    exp_year: int | None = None
+
+    def __post_init__(self):
+        if not (len(self.last4) == 4 and self.last4.isdigit()):
+            raise ReaderError(f"reader sent a bad last 4 digits: {len(self.last4)} characters")
+        if not self.token or any(ch.isspace() for ch in self.token):
+            raise ReaderError("reader sent an empty or malformed payment token")
+        # a token that is all digits looks like a card number: refuse to hold it
+        if self.token.replace(" ", "").isdigit() and len(self.token) >= 12:
+            raise ReaderError("reader sent what looks like a card number; refusing it")
+
+
+@runtime_checkable
+class Reader(Protocol):
+    def info(self) -> ReaderInfo: ...
+
+    def read_card(self, amount: int, currency: str, offline: bool,
+                  cancel: threading.Event, card: str | None = None) -> CardResult:
+        """Wait for the customer's card.  ``offline`` tells the reader the sale
+        will be stored; ``cancel`` is set when the vendor cancels (raise
+        ReaderError then).  ``card`` names a test card for simulated readers and
+        is ignored by real ones."""
+
+    def close(self) -> None: ...
+
+
+# -- storage -------------------------------------------------------------------
+
+class StoreAlarm(Exception):
+    """The queue on disk cannot be trusted (missing, empty, truncated, tampered,
+    wrong key).  ``str()`` is one line naming the file; the kiosk refuses to
+    start rather than read it as an empty queue."""
+
+
+class StoreBusy(Exception):
+    """Another kiosk process holds the queue."""
+
+
+@runtime_checkable
+class PaymentStore(Protocol):
+    def add(self, payment) -> None:
+        """Store a new payment durably (fsync'd) before returning."""
+
+    def save(self, payment) -> None:
+        """Store a payment's new state durably; settled payments may move out
+        of the live queue."""
+
+    def get(self, payment_id: str): ...
+
+    def live(self) -> list:
+        """Payments still to forward (``pending`` and ``forwarding``), oldest first."""
+
+    def settled(self, limit: int | None = None) -> list:
+        """Succeeded and failed payments, newest first."""
+
+    def get_meta(self, name: str, default=None): ...
+
+    def set_meta(self, name: str, value) -> None: ...
+
+    def add_notice(self, notice: dict) -> None: ...
+
+    def notices(self, limit: int = 100) -> list[dict]: ...
+
+    def maintain(self) -> None:
+        """Background housekeeping (compaction); never called on the sale path."""
+
+    def close(self) -> None: ...
+
+
+# -- sync ----------------------------------------------------------------------
+
+OutcomeKind = Literal["succeeded", "declined", "refused", "retry", "auth_error", "not_found"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the processor said about one payment.
+
+    - ``succeeded``: charged; ``payment_intent`` is set.
+    - ``declined``: the card was declined; ``decline_code`` and ``message``.
+    - ``refused``: a permanent refusal that is not a card decline (invalid
+      request, unknown payment method); ``message``.
+    - ``retry``: not processed or outcome unknown (network, 429, 5xx); try later.
+    - ``auth_error``: the API key was rejected; stop forwarding, keep the queue.
+    - ``not_found``: (lookups only) the processor has no such payment.
+    """
+    kind: OutcomeKind
+    payment_intent: str | None = None
+    decline_code: str | None = None
+    message: str = ""
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """The exact request for one payment, stored before the first attempt and
+    reused on every retry."""
+    idempotency_key: str
+    params: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Forwarder(Protocol):
+    name: str
+    max_requests_per_second: float
+    concurrency: int
+
+    def reachable(self) -> bool:
+        """Can the processor be reached right now?  Answers within 2 s."""
+
+    def prepare(self, payment) -> Request:
+        """Build the idempotency key and request parameters (no I/O)."""
+
+    def send(self, payment) -> Outcome:
+        """Send the stored request once (the library may retry with the same key)."""
+
+    def lookup(self, payment) -> Outcome:
+        """Find what became of an attempt whose outcome is unknown: the
+        payment's processor record, or ``Outcome("not_found")``."""
+
+    def close(self) -> None: ...
+
+
+# -- display -------------------------------------------------------------------
+
+@runtime_checkable
+class Display(Protocol):
+    def run(self, stop: threading.Event) -> None:
+        """Show the screen until ``stop`` is set; called on the main thread."""
+
+
+ConfirmOffline = Callable[["OfflineOffer"], bool]

@@ -1,0 +1,83 @@
+"""Notices: what the kiosk tells the vendor, through every notifier plugin.
+
+A notice is sent only after the change it reports is durable.  Notices carry
+brand and last 4 for display, never a token or card number; a customer contact
+appears only in decline notices, for follow-up.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .money import format_amount
+from .payment import Payment, iso, utcnow
+
+# kinds
+APPROVED = "approved"              # online sale charged
+STORED_OFFLINE = "stored_offline"  # offline sale stored, will be forwarded
+FORWARDED = "forwarded"            # an offline payment reached Stripe and succeeded
+DECLINED = "declined"              # Stripe declined or refused a payment: follow up
+REMINDER = "reminder"              # the 24-hour forwarding window is closing
+LIMIT_REACHED = "limit_reached"    # an offline sale was refused by a limit
+AUTH_FAILED = "auth_failed"        # Stripe rejected the API key; forwarding stopped
+ONLINE = "online"
+OFFLINE = "offline"
+STORE_RECOVERED = "store_recovered"
+
+
+@dataclass(frozen=True)
+class Notice:
+    kind: str
+    title: str
+    message: str
+    level: str = "info"            # info, success, warning, error
+    payment: dict | None = None    # Payment.public() summary
+    at: str = field(default_factory=lambda: iso(utcnow()))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        return f"{self.title}: {self.message}" if self.message else self.title
+
+
+def _what(payment: Payment) -> str:
+    return (f"{format_amount(payment.amount, payment.currency)} "
+            f"{payment.card.brand} •••• {payment.card.last4}")
+
+
+def approved(payment: Payment) -> Notice:
+    return Notice(APPROVED, "Approved", _what(payment), "success", payment.public())
+
+
+def stored_offline(payment: Payment) -> Notice:
+    return Notice(STORED_OFFLINE, "Approved offline",
+                  f"{_what(payment)} — will be sent when back online", "success", payment.public())
+
+
+def forwarded(payment: Payment) -> Notice:
+    return Notice(FORWARDED, "Payment sent", f"{_what(payment)} taken {payment.created_at} "
+                  f"settled as {payment.payment_intent}", "success", payment.public())
+
+
+def declined(payment: Payment) -> Notice:
+    reason = payment.decline_code or "refused"
+    contact = f"; customer: {payment.customer}" if payment.customer else "; no customer contact"
+    return Notice(DECLINED, "Payment declined — follow up",
+                  f"{_what(payment)} taken {payment.created_at}: {reason} — {payment.message}{contact}",
+                  "error", payment.public())
+
+
+def reminder(hours: float, pending: int, deadline_hours: float) -> Notice:
+    left = max(0.0, deadline_hours - hours)
+    return Notice(REMINDER, "Go online soon",
+                  f"{pending} payment(s) waiting; the oldest is {hours:.0f} h old — "
+                  f"{left:.0f} h left to send it to Stripe", "warning" if left > 2 else "error")
+
+
+def limit_reached(message: str) -> Notice:
+    return Notice(LIMIT_REACHED, "Offline limit reached", message, "warning")
+
+
+def auth_failed(message: str) -> Notice:
+    return Notice(AUTH_FAILED, "Stripe key rejected",
+                  f"{message} — forwarding stopped; payments are kept", "error")

@@ -1,0 +1,105 @@
+"""One sale's record, from card read to settled.
+
+States::
+
+    pending ──> forwarding ──> succeeded
+       ^            │    └───> failed      (declined, or permanently refused)
+       └────────────┘  retry later (network, 429, 5xx, outcome unknown)
+
+A payment holds a processor token and brand/last4/expiry for display, never a
+card number.  Its ``request`` (idempotency key and exact parameters) is set
+when the sale is stored, before any attempt, and never changes.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+
+PENDING, FORWARDING, SUCCEEDED, FAILED = "pending", "forwarding", "succeeded", "failed"
+STATES = (PENDING, FORWARDING, SUCCEEDED, FAILED)
+LIVE_STATES = (PENDING, FORWARDING)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def new_payment_id() -> str:
+    return "kp_" + secrets.token_hex(12)
+
+
+@dataclass
+class Card:
+    brand: str
+    last4: str
+    exp_month: int | None = None
+    exp_year: int | None = None
+
+
+@dataclass
+class Payment:
+    id: str
+    amount: int                 # minor units of ``currency``
+    currency: str               # lowercase ISO 4217
+    created_at: str             # ISO 8601 UTC
+    offline: bool               # stored offline, forwarded later
+    card: Card
+    token: str                  # processor payment-method token; never shown
+    reader: str
+    state: str = PENDING
+    customer: str | None = None     # optional contact for follow-up
+    idempotency_key: str | None = None
+    request: dict | None = None     # exact parameters, stored before the first attempt
+    attempts: int = 0
+    first_attempt_at: str | None = None
+    last_attempt_at: str | None = None
+    next_attempt_at: str | None = None
+    payment_intent: str | None = None
+    decline_code: str | None = None
+    message: str = ""
+    settled_at: str | None = None
+    reminded_hours: list = field(default_factory=list)
+    followed_up: bool = False
+
+    @property
+    def settled(self) -> bool:
+        return self.state in (SUCCEEDED, FAILED)
+
+    def created(self) -> datetime:
+        return parse_iso(self.created_at)
+
+    def to_record(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Payment":
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in record.items() if k in known}
+        data["card"] = Card(**record["card"])
+        return cls(**data)
+
+    def public(self) -> dict:
+        """The view for ``kiosk queue --json``, notices and screens: no token,
+        no request parameters."""
+        return {
+            "id": self.id, "state": self.state, "amount": self.amount,
+            "currency": self.currency, "created_at": self.created_at,
+            "offline": self.offline,
+            "card": {"brand": self.card.brand, "last4": self.card.last4,
+                     "exp_month": self.card.exp_month, "exp_year": self.card.exp_year},
+            "payment_intent": self.payment_intent, "decline_code": self.decline_code,
+            "message": self.message, "customer": self.customer,
+            "attempts": self.attempts, "settled_at": self.settled_at,
+            "followed_up": self.followed_up,
+        }

@@ -1,0 +1,39 @@
+"""Built-in notifier: writes every notice to the log and keeps it in the
+kiosk's feed (in the encrypted store) for the screen to show later.
+
+Never logs a customer contact: that stays in the encrypted feed.
+"""
+from __future__ import annotations
+
+import logging
+
+from kiosk.hookspecs import hookimpl
+
+log = logging.getLogger("kiosk.notice")
+_LEVELS = {"info": logging.INFO, "success": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class FeedNotifier:
+    def __init__(self):
+        self.store = None
+
+    @hookimpl
+    def kiosk_startup(self, kiosk):
+        self.store = kiosk.store
+
+    @hookimpl
+    def kiosk_shutdown(self):
+        self.store = None
+
+    @hookimpl
+    def kiosk_notify(self, notice):
+        message = notice.message
+        customer = (notice.payment or {}).get("customer")
+        if customer:
+            message = message.replace(customer, "[contact in feed]")
+        log.log(_LEVELS.get(notice.level, logging.INFO), "%s: %s", notice.title, message)
+        if self.store is not None:
+            self.store.add_notice(notice.as_dict())
+
+
+plugin = FeedNotifier()

@@ -1,0 +1,258 @@
+"""Built-in sync plugin: forwards payments to Stripe as PaymentIntents.
+
+Each payment becomes one PaymentIntent confirmed with the reader's
+payment-method token, tagged ``metadata.kiosk_payment_id`` so an attempt
+whose outcome was lost can be found again.  The idempotency key and exact
+parameters come from the stored payment, so every retry -- in this process
+or after a crash -- sends the same request.  stripe-python retries network
+errors, 409 and 5xx itself with that key.
+
+Never logs the API key.  Requests are paced under Stripe's rate limit
+(25/s in test mode, 100/s live).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import stripe
+
+from kiosk.config import Setting
+from kiosk.hookspecs import hookimpl
+from kiosk.interfaces import Outcome, Request
+from kiosk.money import to_stripe_amount
+
+log = logging.getLogger("kiosk.stripe")
+
+SETTINGS = {
+    "stripe": {
+        "api_base": Setting(str, "https://api.stripe.com", "Stripe API address (a local peer in tests and the demo)"),
+        "api_key_file": Setting(str, "", "File holding the secret key, mode 0600 (else STRIPE_API_KEY)", path=True),
+        "reachability_timeout": Setting(float, 2.0, "Seconds the online check may take (at most 2)"),
+        "request_timeout": Setting(float, 20.0, "Seconds one request to Stripe may take"),
+        "max_network_retries": Setting(int, 2, "stripe-python's own retries of one attempt"),
+        "concurrency": Setting(int, 4, "Payments forwarded at once"),
+        "max_requests_per_second": Setting(float, 0.0, "0: 20/s for test keys, 80/s for live keys"),
+        "lookup_margin_minutes": Setting(float, 15.0, "Clock-skew margin when looking up an unknown outcome"),
+    },
+}
+
+NO_KEY = "no Stripe API key: set STRIPE_API_KEY or [stripe] api_key_file"
+
+
+class KeyFileError(Exception):
+    pass
+
+
+def read_key(settings: dict) -> str | None:
+    key = os.environ.get("STRIPE_API_KEY", "").strip()
+    if key:
+        return key
+    path = settings["api_key_file"]
+    if not path:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise KeyFileError(f"Stripe key file {path} does not exist") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"Stripe key file {path} is readable by others: chmod 600 {path}")
+    return Path(path).read_text().strip() or None
+
+
+class Pace:
+    """Spaces requests out so that no second holds more than ``rate`` of them,
+    across all forwarding threads."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate
+        self.next_slot = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self.lock:
+            now = time.monotonic()
+            slot = max(now, self.next_slot)
+            self.next_slot = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+class StripeForwarder:
+    name = "stripe"
+
+    def __init__(self, settings: dict, kiosk_id: str):
+        self.settings = settings
+        self.kiosk_id = kiosk_id
+        self.api_key = read_key(settings)
+        live = bool(self.api_key and self.api_key.startswith(("sk_live_", "rk_live_")))
+        rate = settings["max_requests_per_second"] or (80.0 if live else 20.0)
+        self.max_requests_per_second = rate
+        self.concurrency = max(1, settings["concurrency"])
+        self.pace = Pace(rate)
+        base = {"api": settings["api_base"].rstrip("/")}
+        if self.api_key:
+            self.client = stripe.StripeClient(
+                self.api_key, base_addresses=base,
+                max_network_retries=settings["max_network_retries"],
+                http_client=stripe.RequestsClient(timeout=settings["request_timeout"]))
+            self.probe = stripe.StripeClient(
+                self.api_key, base_addresses=base, max_network_retries=0,
+                http_client=stripe.RequestsClient(
+                    timeout=min(2.0, settings["reachability_timeout"])))
+        else:
+            self.client = self.probe = None
+        self.problem = None if self.api_key else NO_KEY
+
+    # -- online check ---------------------------------------------------------
+
+    def reachable(self) -> bool:
+        """One cheap authenticated request with a short timeout.  A rejected
+        key counts as reachable: forwarding then reports the key clearly.
+        Without any key Stripe is out of reach."""
+        if self.probe is None:
+            return False
+        self.pace.wait()
+        try:
+            self.probe.v1.payment_intents.list(params={"limit": 1})
+        except (stripe.AuthenticationError, stripe.PermissionError):
+            return True
+        except stripe.StripeError:
+            return False
+        return True
+
+    # -- one payment ----------------------------------------------------------
+
+    def prepare(self, payment) -> Request:
+        metadata = {"kiosk_payment_id": payment.id, "kiosk_id": self.kiosk_id}
+        if payment.offline:
+            metadata["offline_stored_at"] = payment.created_at
+        params = {
+            "amount": to_stripe_amount(payment.amount, payment.currency),
+            "currency": payment.currency,
+            "payment_method": payment.token,
+            "payment_method_types": ["card"],
+            "confirm": True,
+            "metadata": metadata,
+        }
+        return Request(idempotency_key=f"kiosk-{payment.id}", params=params)
+
+    def send(self, payment) -> Outcome:
+        if self.client is None:
+            return Outcome("auth_error", message=NO_KEY)
+        self.pace.wait()
+        try:
+            intent = self.client.v1.payment_intents.create(
+                params=payment.request, options={"idempotency_key": payment.idempotency_key})
+        except stripe.CardError as exc:
+            return _declined(exc)
+        except stripe.IdempotencyError:
+            # the key was used with other parameters: find what that request did
+            found = self.lookup(payment)
+            if found.kind != "not_found":
+                return found
+            return Outcome("refused", message="Stripe refused a reused idempotency key")
+        except stripe.StripeError as exc:
+            return _from_error(exc)
+        return _from_intent(intent.to_dict())
+
+    def lookup(self, payment) -> Outcome:
+        """List PaymentIntents created since just before the first attempt and
+        match ``metadata.kiosk_payment_id`` (the search API is only eventually
+        consistent, the list is not)."""
+        if self.client is None:
+            return Outcome("auth_error", message=NO_KEY)
+        from kiosk.payment import parse_iso
+        since = parse_iso(payment.first_attempt_at or payment.created_at)
+        margin = self.settings["lookup_margin_minutes"] * 60
+        params = {"limit": 100, "created": {"gte": int(since.timestamp() - margin)}}
+        found = []
+        try:
+            while True:
+                self.pace.wait()
+                page = self.client.v1.payment_intents.list(params=params)
+                data = [intent.to_dict() for intent in page.data]
+                found += [i for i in data if (i.get("metadata") or {}).get("kiosk_payment_id") == payment.id]
+                if not page.has_more or not data:
+                    break
+                params = dict(params, starting_after=data[-1]["id"])
+        except (stripe.AuthenticationError, stripe.PermissionError):
+            return Outcome("auth_error", message="Stripe rejected the API key")
+        except stripe.StripeError as exc:
+            # a failed lookup says nothing about the payment: never settle on it
+            return Outcome("retry", message=f"lookup failed: {(exc.user_message or type(exc).__name__)}".splitlines()[0])
+        if not found:
+            return Outcome("not_found")
+        if len(found) > 1:
+            log.error("payment %s has %d PaymentIntents at Stripe: %s", payment.id, len(found),
+                      ", ".join(i["id"] for i in found))
+        best = next((i for i in found if i.get("status") == "succeeded"), found[0])
+        return _from_intent(best)
+
+    def close(self) -> None:
+        pass
+
+
+def _from_intent(intent: dict) -> Outcome:
+    status = intent.get("status")
+    if status in ("succeeded", "requires_capture"):
+        return Outcome("succeeded", payment_intent=intent["id"])
+    error = intent.get("last_payment_error") or {}
+    if status == "requires_payment_method" and error:
+        return Outcome("declined", payment_intent=intent["id"],
+                       decline_code=error.get("decline_code") or error.get("code") or "card_declined",
+                       message=error.get("message") or "The card was declined.")
+    if status == "requires_action":
+        return Outcome("refused", payment_intent=intent["id"],
+                       message="the card needs the customer's authentication, which a kiosk cannot ask for")
+    if status == "canceled":
+        return Outcome("refused", payment_intent=intent["id"], message="the PaymentIntent was canceled")
+    # processing, requires_confirmation: not settled yet; look again later
+    return Outcome("retry", payment_intent=intent["id"], message=f"Stripe says {status}")
+
+
+def _declined(exc: stripe.CardError) -> Outcome:
+    error = exc.error
+    intent = getattr(error, "payment_intent", None) if error is not None else None
+    intent_id = intent.get("id") if isinstance(intent, dict) else getattr(intent, "id", None)
+    code = (getattr(error, "decline_code", None) if error is not None else None) or exc.code or "card_declined"
+    return Outcome("declined", payment_intent=intent_id, decline_code=code,
+                   message=exc.user_message or "The card was declined.")
+
+
+def _from_error(exc: stripe.StripeError) -> Outcome:
+    message = (exc.user_message or type(exc).__name__).splitlines()[0]
+    if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
+        return Outcome("auth_error", message="Stripe rejected the API key")
+    if isinstance(exc, stripe.RateLimitError):
+        return Outcome("retry", message="Stripe rate limit; trying again later")
+    if isinstance(exc, (stripe.APIConnectionError, stripe.APIError)):
+        return Outcome("retry", message="Stripe could not be reached")
+    if isinstance(exc, stripe.InvalidRequestError):
+        if exc.http_status and exc.http_status >= 500:
+            return Outcome("retry", message=message)
+        return Outcome("refused", message=message)
+    if exc.http_status and exc.http_status < 500:
+        return Outcome("refused", message=message)
+    return Outcome("retry", message=message)
+
+
+class StripeSyncPlugin:
+    @hookimpl
+    def kiosk_settings(self):
+        return SETTINGS
+
+    @hookimpl
+    def kiosk_open_sync(self, settings, kiosk_id):
+        from kiosk.config import ConfigError
+        try:
+            return StripeForwarder(settings["stripe"], kiosk_id)
+        except KeyFileError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+plugin = StripeSyncPlugin()

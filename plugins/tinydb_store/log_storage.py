@@ -1,0 +1,791 @@
+"""Encrypted, append-only, crash-safe storage for TinyDB.
+
+TinyDB's stock ``JSONStorage`` rewrites the whole file on every write.  This
+storage keeps the database state in memory and, on every ``write()``, appends
+ONE encrypted record holding only what changed (a delta), then ``fdatasync``\\ s
+before returning.  A write costs what the change costs, not what the file costs.
+
+File format (everything except magic, file id and lengths is encrypted)::
+
+    header  = b"KIOSKLOG1" + file_id            # file_id: 16 random bytes per file generation
+    record  = len(body) as 4-byte big endian + body
+    body    = nonce (12 random bytes) + AES-256-GCM ciphertext (incl. 16-byte tag)
+
+Record 0 is always a full snapshot ``{"t":"s","s":{table:{doc_id:doc}}}``;
+later records are deltas ``{"t":"d","x":[dropped tables],"r":[tables reset to
+empty],"d":{table:[deleted ids]},"u":{table:{doc_id:doc}}}`` applied in that
+order (keys omitted when empty).  Plaintext is compact JSON.
+
+The associated data of every record binds it to its place::
+
+    b"KIOSKLOG1/aes-256-gcm" + len(label) + label + file_id + seq (8 bytes)
+
+so a file of another store/label, a record of another file or generation, and
+records that were reordered, duplicated or removed from the middle all fail
+authentication.
+
+On open every problem raises :class:`StoreAlarm` (and keeps a copy of the file
+aside as ``<name>.bad-<UTC timestamp>``) -- except one crash artefact: a torn
+final record (length prefix or body cut short at the end of the file), which is
+what a power cut during an append leaves.  That record was never acknowledged,
+so it is copied aside (``<name>.torn-<UTC timestamp>``), cut off, and the store
+opens normally with ``recovered_torn_tail = True``.
+
+Known limits (by design):
+
+* A cut exactly at a record boundary is undetectable: the file is then a valid,
+  shorter log (the last records simply look like they were never written).
+  Only keeping a counter outside the file could catch that.
+* Change detection: documents are dict subclasses that flag top-level mutation
+  (everything TinyDB itself does: ``update``, ``upsert`` and the
+  ``tinydb.operations``), such documents are compared byte-exactly via JSON.
+  A document whose nested containers are mutated in place without touching
+  the top level is compared with ``==`` against the last written copy, so a
+  nested change between values that are ``==`` but serialise differently
+  (``1`` -> ``True`` -> ``1.0``) is only persisted with the doc's next real
+  change or at the next ``compact()`` (which writes the in-memory state).
+* Document ids are the ``str`` ids TinyDB hands to storages.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import json
+import logging
+import os
+import secrets
+import stat
+import struct
+import threading
+from typing import Any, Optional
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from tinydb.storages import Storage
+
+__all__ = ["StoreAlarm", "create_key", "load_key", "EncryptedLogStorage"]
+
+log = logging.getLogger("kiosk.store")
+
+MAGIC = b"KIOSKLOG1"
+FILE_ID_LEN = 16
+HEADER_LEN = len(MAGIC) + FILE_ID_LEN
+KEY_LEN = 32
+NONCE_LEN = 12
+TAG_LEN = 16
+MIN_BODY = NONCE_LEN + TAG_LEN
+MAX_BODY = 256 * 1024 * 1024  # a record larger than this is refused / treated as corrupt
+AAD_TAG = b"KIOSKLOG1/aes-256-gcm"
+_LEN = struct.Struct(">I")
+_SEQ = struct.Struct(">Q")
+_MISSING = object()
+_FLAT = frozenset((str, int, float, bool, type(None)))
+_DIAGNOSE_WINDOW = 64  # how far beyond its own position a misplaced record is looked for
+
+_fdatasync = getattr(os, "fdatasync", os.fsync)
+_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode
+
+
+class StoreAlarm(Exception):
+    """The store on disk is missing, empty, truncated, tampered with or encrypted with another key.
+
+    str(exc) is ONE line naming the file and the problem. ``.path``,
+    ``.problem`` (the problem alone), ``.kept_aside`` (path of the copy kept
+    for inspection or None).
+    """
+
+    def __init__(self, path, problem: str = "", kept_aside: Optional[str] = None):
+        super().__init__(path, problem, kept_aside)
+        self.path = os.fspath(path) if path is not None else None
+        self.problem = problem
+        self.kept_aside = kept_aside
+
+    def __str__(self) -> str:
+        msg = f"{self.path}: {self.problem}"
+        if self.kept_aside:
+            msg += f"; copy kept aside as {self.kept_aside}, original left in place"
+        return msg.replace("\r", " ").replace("\n", " ")  # guarantee a single line
+
+
+class _Bad(Exception):
+    """Internal: the file failed validation; becomes a StoreAlarm."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """One os.write; loops only if the kernel reports a short write."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, "short write")
+        view = view[n:]
+
+
+def _read_all(fd: int) -> bytes:
+    chunks, off = [], 0
+    while True:
+        chunk = os.pread(fd, 1 << 20, off)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        off += len(chunk)
+
+
+def _utc_stamp() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def _is_nested(doc: dict) -> bool:
+    for v in doc.values():
+        if type(v) not in _FLAT:
+            return True
+    return False
+
+
+class _Doc(dict):
+    """A document as held in memory: flags every top-level mutation.
+
+    TinyDB updates documents in place (``doc.update(fields)``, ``doc[k] = v``,
+    ``del doc[k]``); the flag lets ``write()`` skip untouched flat documents
+    without comparing them and compare touched ones byte-exactly.
+    """
+
+    __slots__ = ("_d", "_n")  # _d: mutated since last write; _n: has nested containers
+
+    def __setitem__(self, key, value):
+        self._d = True
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key):
+        self._d = True
+        dict.__delitem__(self, key)
+
+    def update(self, *args, **kwargs):
+        self._d = True
+        dict.update(self, *args, **kwargs)
+
+    def pop(self, *args):
+        self._d = True
+        return dict.pop(self, *args)
+
+    def popitem(self):
+        self._d = True
+        return dict.popitem(self)
+
+    def clear(self):
+        self._d = True
+        dict.clear(self)
+
+    def setdefault(self, key, default=None):
+        self._d = True
+        return dict.setdefault(self, key, default)
+
+    def __ior__(self, other):
+        self._d = True
+        return dict.__ior__(self, other)
+
+
+def _own(doc: dict) -> _Doc:
+    """A clean tracked document sharing nothing mutable with ``doc``'s nested parts
+    only if ``doc`` is flat (callers pass freshly decoded or detached values)."""
+    d = _Doc(doc)
+    d._d = False
+    d._n = _is_nested(d)
+    return d
+
+
+def _detach(copy: dict) -> _Doc:
+    """A tracked document that shares no mutable object with ``copy``."""
+    if _is_nested(copy):
+        return _own(json.loads(_encode(copy)))
+    return _own(copy)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def create_key(path) -> bool:
+    """Create a new random AES-256-GCM key file (mode 0600). Never overwrites.
+
+    Returns False, leaving the file untouched, if ``path`` already exists.
+    """
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, 0o600)
+        _write_all(fd, os.urandom(KEY_LEN))
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    return True
+
+
+def load_key(path) -> bytes:
+    """Read a key made by :func:`create_key`; StoreAlarm if missing, wrong size or not private."""
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise StoreAlarm(path, "key file missing") from None
+    except OSError as e:
+        raise StoreAlarm(path, f"cannot open key file ({e.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreAlarm(path, "key path is not a regular file")
+        if st.st_mode & 0o077:
+            raise StoreAlarm(
+                path,
+                f"key file is accessible by group/other (mode {stat.S_IMODE(st.st_mode):04o}); "
+                f"run chmod 600 {path}",
+            )
+        data = os.read(fd, KEY_LEN + 1)
+    finally:
+        os.close(fd)
+    if len(data) != KEY_LEN:
+        raise StoreAlarm(path, f"key file has the wrong size ({st.st_size} bytes, expected {KEY_LEN})")
+    return data
+
+
+# --------------------------------------------------------------------------- storage
+
+
+class EncryptedLogStorage(Storage):
+    """TinyDB storage: encrypted append-only log of deltas, see the module docstring.
+
+    ``TinyDB(path, storage=EncryptedLogStorage, key=key, label="live", create=True)``
+    """
+
+    def __init__(self, path, key: bytes, label: str, create: bool = False, compact_every: int = 2000):
+        self.path = os.fspath(path)
+        if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_LEN:
+            raise ValueError(f"key must be {KEY_LEN} bytes")
+        if not isinstance(label, str) or not label:
+            raise ValueError("label must be a non-empty str")
+        self.label = label
+        self.compact_every = int(compact_every)
+        self.records = 0
+        self.recovered_torn_tail = False
+        self.torn_tail_copy: Optional[str] = None
+        self._aead = AESGCM(bytes(key))
+        self._label_b = label.encode("utf-8")
+        self._dir = os.path.dirname(os.path.abspath(self.path))
+        self._lock = threading.Lock()
+        self._fd: Optional[int] = None
+        self._failed: Optional[str] = None
+        self._file_id = b""
+        self._aad_prefix = b""
+        self._end = 0
+        self._data: dict = {}
+        self._objs: dict = {}    # table -> {doc_id: the _Doc object written last}
+        self._copies: dict = {}  # table -> {doc_id: detached copy of what is on disk}
+
+        if create and not os.path.lexists(self.path):
+            self._create()
+        self._open()
+
+    # ------------------------------------------------------------------ TinyDB API
+
+    def read(self) -> Optional[dict]:
+        """The in-memory state (not a copy: TinyDB calls this on every operation)."""
+        return self._data
+
+    def write(self, data: dict) -> None:
+        """Append one record holding what changed since the last write, then fdatasync."""
+        with self._lock:
+            self._check_usable()
+            try:
+                plan = self._diff(data)
+            except BaseException:
+                self._rollback()
+                raise
+            payload = self._payload(plan)
+            if payload is None:
+                self._commit(data, plan)  # nothing to persist; just clear dirty flags
+                return
+            try:
+                record = self._seal(payload, self.records)
+                self._append(record)
+            except BaseException:
+                self._rollback()
+                raise
+            self.records += 1
+            self._commit(data, plan)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    # ------------------------------------------------------------------ maintenance
+
+    def needs_compaction(self) -> bool:
+        return self.records > self.compact_every
+
+    def compact(self) -> None:
+        """Rewrite the file as a single snapshot of the in-memory state (temp file + rename)."""
+        with self._lock:
+            self._check_usable()
+            data = self._data
+            snapshot = _encode(data)
+            copies = json.loads(snapshot)
+            file_id = os.urandom(FILE_ID_LEN)
+            record = self._seal(self._snapshot_payload(snapshot), 0, self._make_aad_prefix(file_id))
+            content = MAGIC + file_id + record
+            old_size = self._end
+            tmp, fd = self._write_temp(content)
+            try:
+                os.replace(tmp, self.path)
+            except BaseException:
+                os.close(fd)
+                self._unlink_quietly(tmp)
+                raise
+            # From here on the new file is at self.path: switch to it whatever happens.
+            old_fd, self._fd = self._fd, fd
+            os.close(old_fd)
+            self._file_id, self._aad_prefix = file_id, self._make_aad_prefix(file_id)
+            self._end = len(content)
+            self.records = 1
+            objs = {}
+            for name, table in data.items():
+                ot = objs[name] = {}
+                for doc_id, doc in list(table.items()):
+                    if type(doc) is not _Doc:
+                        doc = table[doc_id] = _Doc(doc)
+                    doc._d = False
+                    doc._n = _is_nested(doc)
+                    ot[doc_id] = doc
+            self._objs, self._copies = objs, copies
+            try:
+                _fsync_dir(self._dir)
+            except OSError as e:
+                self._failed = f"directory fsync after compaction failed ({e.strerror})"
+                raise
+            log.info("store %s compacted: %d -> %d bytes", self.path, old_size, self._end)
+
+    # ------------------------------------------------------------------ open / create
+
+    def _make_aad_prefix(self, file_id: bytes) -> bytes:
+        return AAD_TAG + struct.pack(">H", len(self._label_b)) + self._label_b + file_id
+
+    @staticmethod
+    def _snapshot_payload(snapshot_json: str) -> bytes:
+        return ('{"s":' + snapshot_json + ',"t":"s"}').encode("utf-8")
+
+    def _seal(self, payload: bytes, seq: int, aad_prefix: Optional[bytes] = None) -> bytes:
+        nonce = os.urandom(NONCE_LEN)
+        aad = (self._aad_prefix if aad_prefix is None else aad_prefix) + _SEQ.pack(seq)
+        body = nonce + self._aead.encrypt(nonce, payload, aad)
+        if len(body) > MAX_BODY:
+            raise ValueError(f"record of {len(body)} bytes exceeds the {MAX_BODY} byte limit")
+        return _LEN.pack(len(body)) + body
+
+    def _write_temp(self, content: bytes):
+        base = os.path.basename(self.path)
+        while True:
+            tmp = os.path.join(self._dir, f".{base}.tmp-{secrets.token_hex(6)}")
+            try:
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+                break
+            except FileExistsError:
+                continue
+        try:
+            os.fchmod(fd, 0o600)
+            _write_all(fd, content)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            self._unlink_quietly(tmp)
+            raise
+        return tmp, fd
+
+    @staticmethod
+    def _unlink_quietly(path: str) -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+    def _create(self) -> None:
+        file_id = os.urandom(FILE_ID_LEN)
+        record = self._seal(self._snapshot_payload("{}"), 0, self._make_aad_prefix(file_id))
+        tmp, fd = self._write_temp(MAGIC + file_id + record)
+        try:
+            try:
+                os.link(tmp, self.path)  # atomic and never overwrites
+            except FileExistsError:
+                pass  # created meanwhile by someone else: open that one
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                if not os.path.lexists(self.path):  # no hard links here: rename instead
+                    os.replace(tmp, self.path)
+            self._unlink_quietly(tmp)
+            _fsync_dir(self._dir)
+        finally:
+            os.close(fd)
+
+    def _open(self) -> None:
+        path = self.path
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        except FileNotFoundError:
+            raise StoreAlarm(path, "store file missing (refusing to start with an empty queue)") from None
+        except OSError as e:
+            raise StoreAlarm(path, f"cannot open store file ({e.strerror})") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise StoreAlarm(path, "store path is not a regular file")
+            try:
+                buf = _read_all(fd)
+            except OSError as e:
+                raise StoreAlarm(path, f"cannot read store file ({e.strerror})") from None
+            try:
+                state, file_id, count, good_end = self._parse(buf)
+            except _Bad as bad:
+                copy, note = self._keep_aside(buf, "bad")
+                raise StoreAlarm(path, str(bad) + note, copy) from None
+            if good_end < len(buf):
+                copy, note = self._keep_aside(buf, "torn")
+                if copy is None:
+                    raise StoreAlarm(path, f"torn final record ({len(buf) - good_end} bytes)" + note)
+                os.ftruncate(fd, good_end)
+                os.fsync(fd)
+                self.recovered_torn_tail = True
+                self.torn_tail_copy = copy
+                log.warning(
+                    "store %s: removed a torn final record (%d bytes, from an interrupted write that was "
+                    "never acknowledged); copy of the file kept as %s",
+                    path, len(buf) - good_end, copy,
+                )
+            if stat.S_IMODE(st.st_mode) != 0o600:
+                os.fchmod(fd, 0o600)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._file_id = file_id
+        self._aad_prefix = self._make_aad_prefix(file_id)
+        self._end = good_end
+        self.records = count
+        self._copies = state
+        self._data, self._objs = self._fresh_docs(state)
+
+    @staticmethod
+    def _fresh_docs(copies: dict):
+        data, objs = {}, {}
+        for name, table in copies.items():
+            dt = {doc_id: _detach(doc) for doc_id, doc in table.items()}
+            data[name] = dt
+            objs[name] = dict(dt)
+        return data, objs
+
+    def _keep_aside(self, buf: bytes, kind: str):
+        """Copy the file's bytes to <name>.<kind>-<UTC stamp> (0600). Returns (path|None, note)."""
+        base = f"{self.path}.{kind}-{_utc_stamp()}"
+        try:
+            for i in range(1000):
+                name = base if i == 0 else f"{base}-{i}"
+                try:
+                    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:
+                    continue
+                try:
+                    os.fchmod(fd, 0o600)
+                    _write_all(fd, buf)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                _fsync_dir(self._dir)
+                return name, ""
+            return None, "; could not keep a copy aside (no free name)"
+        except OSError as e:
+            return None, f"; could not keep a copy aside ({e.strerror})"
+
+    # ------------------------------------------------------------------ parsing
+
+    def _decrypt(self, body, seq: int, aad_prefix: bytes) -> bytes:
+        return self._aead.decrypt(bytes(body[:NONCE_LEN]), bytes(body[NONCE_LEN:]), aad_prefix + _SEQ.pack(seq))
+
+    def _parse(self, buf: bytes):
+        """Validate and replay the log. Returns (state, file_id, records, end of last complete record)."""
+        size = len(buf)
+        if size == 0:
+            raise _Bad("file is empty (0 bytes)")
+        if buf[: len(MAGIC)] != MAGIC[: min(size, len(MAGIC))]:
+            raise _Bad("bad magic: not a kiosk store file, or its header is corrupted")
+        if size < HEADER_LEN:
+            raise _Bad(f"header truncated ({size} of {HEADER_LEN} bytes)")
+        file_id = buf[len(MAGIC):HEADER_LEN]
+        aad_prefix = self._make_aad_prefix(file_id)
+        view = memoryview(buf)
+        pos, seq, state = HEADER_LEN, 0, None
+        while pos < size:
+            remaining = size - pos
+            if remaining < _LEN.size:
+                break  # torn length prefix
+            (length,) = _LEN.unpack_from(buf, pos)
+            if length < MIN_BODY or length > MAX_BODY:
+                raise _Bad(f"record {seq} at offset {pos}: invalid length {length}")
+            if remaining - _LEN.size < length:
+                self._check_misframed(view, pos, length, seq, aad_prefix)
+                break  # torn body
+            body = view[pos + _LEN.size: pos + _LEN.size + length]
+            try:
+                plain = self._decrypt(body, seq, aad_prefix)
+            except InvalidTag:
+                raise _Bad(self._diagnose(body, seq, aad_prefix)) from None
+            try:
+                rec = json.loads(plain)
+            except ValueError:
+                raise _Bad(f"record {seq}: invalid JSON") from None
+            state = self._apply(state, rec, seq)
+            pos += _LEN.size + length
+            seq += 1
+        if seq == 0:
+            if pos < size:
+                raise _Bad("snapshot record (record 0) truncated")
+            raise _Bad("snapshot missing: the file holds only a header")
+        return state, bytes(file_id), seq, pos
+
+    def _check_misframed(self, view, pos: int, length: int, seq: int, aad_prefix: bytes) -> None:
+        """A body running past EOF is a torn append -- unless a corrupted length field
+        makes a complete record look torn. Look for the record under plausible lengths:
+        exactly to EOF (the last record), or with any one byte of the length changed."""
+        size = len(view)
+        avail = size - pos - _LEN.size
+        candidates = {avail}
+        raw = _LEN.pack(length)
+        for i in range(4):
+            for b in range(256):
+                candidates.add(_LEN.unpack(raw[:i] + bytes((b,)) + raw[i + 1:])[0])
+        for cand in sorted(candidates):
+            if cand == length or cand < MIN_BODY or cand > avail:
+                continue
+            end = pos + _LEN.size + cand
+            if end != size:  # cheap framing check before paying for a decryption
+                if end + _LEN.size > size:
+                    continue
+                (nxt,) = _LEN.unpack_from(view, end)
+                if nxt < MIN_BODY or nxt > MAX_BODY:
+                    continue
+            try:
+                self._decrypt(view[pos + _LEN.size: end], seq, aad_prefix)
+            except InvalidTag:
+                continue
+            raise _Bad(f"record {seq} at offset {pos}: length field corrupted ({length}, record is {cand} bytes)")
+
+    def _diagnose(self, body, seq: int, aad_prefix: bytes) -> str:
+        if seq == 0:
+            return ("record 0 (snapshot) failed authentication: wrong key or tampered, "
+                    "or the file belongs to another store/label")
+        for other in range(0, seq + _DIAGNOSE_WINDOW):
+            if other == seq:
+                continue
+            try:
+                self._decrypt(body, other, aad_prefix)
+            except InvalidTag:
+                continue
+            return (f"sequence problem: record {seq} is genuine record {other} out of place "
+                    f"(records reordered, duplicated or removed: tampered)")
+        return f"record {seq} failed authentication: wrong key or tampered"
+
+    @staticmethod
+    def _apply(state, rec, seq: int) -> dict:
+        def bad(what="malformed record"):
+            return _Bad(f"record {seq}: {what}")
+
+        def str_list(v):
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise bad()
+            return v
+
+        def tables(v, leaf):
+            if not isinstance(v, dict):
+                raise bad()
+            for t in v.values():
+                if not isinstance(t, leaf):
+                    raise bad()
+            return v
+
+        if not isinstance(rec, dict):
+            raise bad()
+        kind = rec.get("t")
+        if seq == 0:
+            if kind != "s":
+                raise _Bad("sequence problem: record 0 is not a snapshot")
+            snap = tables(rec.get("s"), dict)
+            for t in snap.values():
+                for doc in t.values():
+                    if not isinstance(doc, dict):
+                        raise bad()
+            return snap
+        if kind != "d":
+            raise _Bad(f"sequence problem: record {seq} is not a delta")
+        for name in str_list(rec.get("x", [])):
+            state.pop(name, None)
+        for name in str_list(rec.get("r", [])):
+            state[name] = {}
+        for name, ids in tables(rec.get("d", {}), list).items():
+            table = state.get(name)
+            if table is not None:
+                for doc_id in str_list(ids):
+                    table.pop(doc_id, None)
+        for name, docs in tables(rec.get("u", {}), dict).items():
+            table = state.setdefault(name, {})
+            for doc_id, doc in docs.items():
+                if not isinstance(doc, dict):
+                    raise bad()
+                table[doc_id] = doc
+        return state
+
+    # ------------------------------------------------------------------ writing
+
+    def _check_usable(self) -> None:
+        if self._failed is not None:
+            raise StoreAlarm(self.path, f"an earlier write failed ({self._failed}); reopen the store")
+        if self._fd is None:
+            raise ValueError(f"store {self.path} is closed")
+
+    def _diff(self, data: dict):
+        """What changed since the last write. Cost: O(docs) cheap checks, O(changed) encoding."""
+        if not isinstance(data, dict):
+            raise TypeError("TinyDB state must be a dict")
+        copies, objs, enc = self._copies, self._objs, _encode
+        dropped = [name for name in copies if name not in data]
+        reset, dels, ups, touched = [], {}, {}, []
+        for name, table in data.items():
+            old = copies.get(name)
+            if old is None:  # new table
+                reset.append(name)
+                items = []
+                for doc_id, doc in table.items():
+                    js = enc(doc)
+                    items.append((doc_id, js))
+                    touched.append((name, doc_id, doc, False, js))
+                if items:
+                    ups[name] = items
+                continue
+            owned = objs[name].get
+            copy_of = old.get
+            items = []
+            n_new = 0
+            for doc_id, doc in table.items():
+                mine = owned(doc_id)
+                if mine is doc and not doc._d:
+                    if not doc._n:
+                        continue  # untouched flat document: cannot have changed
+                    if doc == copy_of(doc_id):
+                        continue  # nested containers, structurally unchanged
+                    js = enc(doc)
+                else:
+                    prev = copy_of(doc_id, _MISSING)
+                    js = enc(doc)
+                    if prev is _MISSING:
+                        n_new += 1
+                    elif js == enc(prev):  # touched but byte-identical: nothing to write
+                        touched.append((name, doc_id, doc, mine is doc, None))
+                        continue
+                items.append((doc_id, js))
+                touched.append((name, doc_id, doc, mine is doc, js))
+            n_kept = len(table) - n_new
+            if n_kept < len(old):
+                if n_kept == 0:
+                    reset.append(name)  # e.g. truncate(): one word instead of every id
+                else:
+                    dels[name] = [doc_id for doc_id in old if doc_id not in table]
+            if items:
+                ups[name] = items
+        return dropped, reset, dels, ups, touched
+
+    @staticmethod
+    def _payload(plan) -> Optional[bytes]:
+        dropped, reset, dels, ups, _ = plan
+        if not (dropped or reset or dels or ups):
+            return None
+        enc = _encode
+        parts = ['{"t":"d"']
+        if dropped:
+            parts += [',"x":', enc(dropped)]
+        if reset:
+            parts += [',"r":', enc(reset)]
+        if dels:
+            parts += [',"d":', enc(dels)]
+        if ups:
+            parts.append(',"u":{')
+            parts.append(",".join(
+                enc(name) + ":{" + ",".join(enc(doc_id) + ":" + js for doc_id, js in items) + "}"
+                for name, items in ups.items()
+            ))
+            parts.append("}")
+        parts.append("}")
+        return "".join(parts).encode("utf-8")
+
+    def _append(self, record: bytes) -> None:
+        fd = self._fd
+        try:
+            _write_all(fd, record)
+        except BaseException as e:
+            try:  # never leave a partial record in front of the next one
+                os.ftruncate(fd, self._end)
+                os.fsync(fd)
+            except OSError as e2:
+                self._failed = f"append failed and could not be undone ({e2.strerror})"
+            raise e
+        try:
+            _fdatasync(fd)
+        except OSError as e:
+            # After a failed fdatasync the state of the record on disk is unknown.
+            self._failed = f"fdatasync failed ({e.strerror})"
+            raise
+        self._end += len(record)
+
+    def _commit(self, data: dict, plan) -> None:
+        dropped, reset, dels, _, touched = plan
+        copies, objs = self._copies, self._objs
+        for name in dropped:
+            del copies[name], objs[name]
+        for name in reset:
+            copies[name], objs[name] = {}, {}
+        for name, ids in dels.items():
+            ct, ot = copies[name], objs[name]
+            for doc_id in ids:
+                ct.pop(doc_id, None)
+                ot.pop(doc_id, None)
+        for name, doc_id, doc, mine, js in touched:
+            if not mine:  # not (yet) our tracked object: track a private top-level copy
+                doc = data[name][doc_id] = _Doc(doc)
+            doc._d = False
+            doc._n = _is_nested(doc)
+            objs[name][doc_id] = doc
+            if js is not None:
+                copies[name][doc_id] = json.loads(js)
+        self._data = data
+
+    def _rollback(self) -> None:
+        """Make memory match the disk again after a write that did not happen."""
+        self._data, self._objs = self._fresh_docs(self._copies)

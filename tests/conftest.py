@@ -1,0 +1,121 @@
+"""Shared fixtures: real Stripe peers on 127.0.0.1, configs in tmp dirs, and
+the ``kiosk`` command run as a real subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kiosk.fake_stripe import FakeStripe
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_KEY = "sk_test_" + "k1osk" * 5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def fake_stripe():
+    with FakeStripe() as peer:
+        yield peer
+
+
+LOCALSTRIPE_RUNNER = """
+import sys
+from aiohttp import web
+from localstripe.server import app
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+"""
+
+
+@pytest.fixture
+def localstripe():
+    """The PyPI ``localstripe`` server, bound to 127.0.0.1 in a child process."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", LOCALSTRIPE_RUNNER, str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("localstripe did not start")
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def write_config(directory: Path, api_base: str = "http://127.0.0.1:9", **sections) -> Path:
+    """A config.toml in ``directory``; ``sections`` override tables, e.g.
+    ``kiosk={"offline_behavior": "force_offline"}``."""
+    import tomli_w
+    config = {
+        "kiosk": {"id": "test-kiosk", "currency": "usd", "offline_behavior": "prefer_online"},
+        "storage": {"path": "data"},
+        "stripe": {"api_base": api_base, "max_network_retries": 0, "reachability_timeout": 1.0,
+                   "request_timeout": 5.0, "lookup_margin_minutes": 1.0},
+        "sync": {"retry_base_seconds": 0.0},
+        "reader": {"use": "simulated"},
+        "limits": {"per_transaction": 100.0, "total": 500.0, "max_pending": 50},
+    }
+    for name, values in sections.items():
+        target = config
+        for part in name.split("__"):
+            target = target.setdefault(part, {})
+        target.update(values)
+    path = directory / "config.toml"
+    path.write_text(tomli_w.dumps(config))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _api_key(monkeypatch):
+    monkeypatch.setenv("STRIPE_API_KEY", TEST_KEY)
+    monkeypatch.delenv("KIOSK_CONFIG", raising=False)
+    monkeypatch.delenv("KIOSK_DISABLE_PLUGINS", raising=False)
+
+
+def run_kiosk(*args, env: dict | None = None, input: str | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """The real ``kiosk`` command in a child process."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "kiosk.cli", *map(str, args)], capture_output=True,
+                          text=True, env=full_env, input=input, cwd=cwd, timeout=60)
+
+
+def run_json(*args, **kwargs):
+    result = run_kiosk(*args, "--json", **kwargs)
+    assert result.returncode in (0, 1), result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def open_kiosk():
+    """Open in-process kiosks from a config path; all closed at the end."""
+    from kiosk.boot import open_kiosk as _open
+    opened = []
+
+    def opener(config_path: Path, create: bool = True, **kwargs):
+        kiosk = _open(config_path, create=create, **kwargs)
+        opened.append(kiosk)
+        return kiosk
+    yield opener
+    for kiosk in opened:
+        try:
+            kiosk.close()
+        except Exception:
+            pass

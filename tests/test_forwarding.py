@@ -1,0 +1,180 @@
+"""Forwarding stored payments to Stripe exactly once, through every outcome.
+
+Against our own fake Stripe on 127.0.0.1: real decline codes, idempotent
+replay, 429/500, dropped responses after the charge committed, pruned keys.
+"""
+from __future__ import annotations
+
+import pytest
+from urllib.parse import unquote
+
+from kiosk.payment import FAILED, FORWARDING, PENDING, SUCCEEDED
+
+from conftest import write_config
+
+
+def offline_kiosk(tmp_path, fake_stripe, open_kiosk, **sections):
+    sections.setdefault("kiosk", {"offline_behavior": "force_offline"})
+    return open_kiosk(write_config(tmp_path, fake_stripe.url, **sections))
+
+
+def sell(kiosk, *cards, amount=1000, customer=None):
+    return [kiosk.take_sale(amount, card=card, customer=customer).payment for card in cards]
+
+
+def test_forwarded_payments_succeed_once_with_a_notice_each(tmp_path, fake_stripe, open_kiosk):
+    kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk)
+    payments = sell(kiosk, "visa", "mastercard", "amex")
+    report = kiosk.forward()
+    assert (report.reached, report.succeeded, report.failed, report.pending) == (True, 3, 0, 0)
+    for payment in payments:
+        stored = kiosk.store.get(payment.id)
+        [intent] = fake_stripe.intents_for(payment.id)
+        assert stored.state == SUCCEEDED and stored.payment_intent == intent["id"]
+        assert intent["metadata"]["offline_stored_at"] == payment.created_at
+        assert intent["payment_method"] == payment.token
+    forwarded = [n for n in kiosk.store.notices() if n["kind"] == "forwarded"]
+    assert len(forwarded) == 3 and all("settled as pi_" in n["message"] for n in forwarded)
+    assert kiosk.store.live() == [] and kiosk.store.get_meta("offline_forwarded") == 3
+    assert kiosk.forward().succeeded == 0 and len(fake_stripe.payment_intents) == 3
+
+
+@pytest.mark.parametrize("card, code, words", [
+    ("insufficient_funds", "insufficient_funds", "insufficient funds"),
+    ("expired_card", "expired_card", "expired"),
+    ("declined", "generic_decline", "declined"),
+])
+def test_declines_fail_with_code_and_a_detailed_notice(tmp_path, fake_stripe, open_kiosk, card, code, words):
+    kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk)
+    [payment] = sell(kiosk, card, customer="+44 20 7946 0958")
+    report = kiosk.forward()
+    assert report.failed == 1
+    stored = kiosk.store.get(payment.id)
+    assert stored.state == FAILED and stored.decline_code == code and words in stored.message.lower()
+    assert stored.payment_intent == fake_stripe.intents_for(payment.id)[0]["id"]
+    [notice] = [n for n in kiosk.store.notices() if n["kind"] == "declined"]
+    assert notice["level"] == "error"
+    for detail in (code, "$10.00", payment.card.last4, "+44 20 7946 0958", payment.created_at):
+        assert detail in notice["message"]
+    assert kiosk.store.get_meta("offline_declined") == 1
+
+
+def test_unknown_payment_method_is_refused_permanently(tmp_path, fake_stripe, open_kiosk):
+    kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk)
+    [payment] = sell(kiosk, "visa")
+    stored = kiosk.store.get(payment.id)
+    stored.request = dict(stored.request, payment_method="pm_nonexistent")
+    kiosk.store.save(stored)
+    kiosk.forward()
+    failed = kiosk.store.get(payment.id)
+    assert failed.state == FAILED and failed.decline_code is None and "No such PaymentMethod" in failed.message
+    assert fake_stripe.payment_intents == []
+
+
+def test_rejected_key_stops_forwarding_keeps_queue_and_alerts(tmp_path, fake_stripe, open_kiosk):
+    kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk, stripe={"concurrency": 1})
+    sell(kiosk, "visa", "visa", "visa")
+    fake_stripe.reject_api_keys(True)
+    report = kiosk.forward()
+    assert report.reached and report.auth_error and report.succeeded == 0
+    assert len(kiosk.store.live()) == 3 and all(p.state == PENDING for p in kiosk.store.live())
+    # it stopped at the first rejection instead of trying every payment
+    creates = [r for r in fake_stripe.requests if r["method"] == "POST"]
+    assert len(creates) == 1
+    assert kiosk.store.notices()[-1]["kind"] == "auth_failed"
+    fake_stripe.reject_api_keys(False)
+    assert kiosk.forward().succeeded == 3 and len(fake_stripe.payment_intents) == 3
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_transient_errors_stay_pending_with_backoff_then_succeed(tmp_path, fake_stripe, open_kiosk, status):
+    kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk, sync={"retry_base_seconds": 60.0})
+    [payment] = sell(kiosk, "visa")
+    fake_stripe.fail_next(1, status)
+    outcome = kiosk.forward_one(kiosk.store.get(payment.id))
+    assert outcome.kind == "retry"
+    waiting = kiosk.store.get(payment.id)
+    assert waiting.state == PENDING and waiting.attempts == 1 and waiting.next_attempt_at > waiting.last_attempt_at
+    assert kiosk.forward(force=False).succeeded == 0        # backing off
+    assert kiosk.forward(force=True).succeeded == 1         # "sync now"
+    assert len(fake_stripe.intents_for(payment.id)) == 1
+
+
+def test_lost_response_is_looked_up_not_charged_again(tmp_path, fake_stripe, open_kiosk):
+    kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk)
+    [payment] = sell(kiosk, "visa")
+    fake_stripe.drop_next(1)            # Stripe charges, the answer never arrives
+    kiosk.forward()
+    assert kiosk.store.get(payment.id).state == PENDING
+    fake_stripe.prune_idempotency_keys()  # and the key is gone too (after 24 h)
+    kiosk.forward()
+    settled = kiosk.store.get(payment.id)
+    [intent] = fake_stripe.intents_for(payment.id)
+    assert settled.state == SUCCEEDED and settled.payment_intent == intent["id"]
+    lookups = [r for r in fake_stripe.requests if r["method"] == "GET" and r["path"] == "/v1/payment_intents"
+               and "created[gte]" in unquote(r.get("query") or "")]
+    assert lookups, "the second attempt must look the payment up first"
+
+
+def test_lost_decline_is_adopted_from_the_lookup(tmp_path, fake_stripe, open_kiosk):
+    kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk)
+    [payment] = sell(kiosk, "insufficient_funds")
+    fake_stripe.drop_next(1)
+    kiosk.forward()
+    fake_stripe.prune_idempotency_keys()
+    kiosk.forward()
+    settled = kiosk.store.get(payment.id)
+    assert settled.state == FAILED and settled.decline_code == "insufficient_funds"
+    assert len(fake_stripe.intents_for(payment.id)) == 1
+
+
+def test_unknown_outcome_with_nothing_at_stripe_is_sent_with_the_same_key(tmp_path, fake_stripe, open_kiosk):
+    kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk)
+    [payment] = sell(kiosk, "visa")
+    stored = kiosk.store.get(payment.id)
+    stored.state, stored.attempts = FORWARDING, 1     # as a crash before the request left would leave it
+    kiosk.store.save(stored)
+    kiosk.forward()
+    assert kiosk.store.get(payment.id).state == SUCCEEDED
+    keys = {r["idempotency_key"] for r in fake_stripe.requests if r["method"] == "POST"}
+    assert keys == {f"kiosk-{payment.id}"}
+
+
+def test_forwarding_stays_under_stripe_rate_limit(tmp_path, fake_stripe, open_kiosk):
+    kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk, limits={"max_pending": 100, "total": 10000.0},
+                          stripe={"concurrency": 8})
+    sell(kiosk, *["visa"] * 45)
+    report = kiosk.forward()
+    assert report.succeeded == 45
+    assert fake_stripe.max_requests_per_second <= 25
+    assert all(r["status"] != 429 for r in fake_stripe.requests)
+
+
+def test_unreachable_stripe_changes_nothing(tmp_path, fake_stripe, open_kiosk):
+    kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk)
+    [payment] = sell(kiosk, "visa")
+    fake_stripe.set_offline(True)
+    report = kiosk.forward()
+    assert not report.reached and report.pending == 1
+    assert kiosk.store.get(payment.id).attempts == 0
+
+
+def test_background_loop_forwards_when_stripe_comes_back(tmp_path, fake_stripe, open_kiosk):
+    import threading
+    kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk, sync={"poll_seconds": 0.05})
+    fake_stripe.set_offline(True)
+    sell(kiosk, "visa", "visa")
+    stop = threading.Event()
+    worker = threading.Thread(target=kiosk.run_background, args=(stop,))
+    worker.start()
+    try:
+        fake_stripe.set_offline(False)
+        for _ in range(200):
+            if not kiosk.store.live():
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        kiosk.wake.set()
+        worker.join(10)
+    assert kiosk.store.live() == [] and len(fake_stripe.payment_intents) == 2

@@ -1,0 +1,185 @@
+"""Sales through the engine: online, offline with confirm, limits, readers."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from kiosk.engine import APPROVED, APPROVED_OFFLINE, CANCELLED, DECLINED, REFUSED
+from kiosk.money import MoneyError
+from kiosk.payment import PENDING, SUCCEEDED, FAILED, utcnow
+
+from conftest import write_config
+
+
+def yes(offer):
+    return True
+
+
+def test_online_sale_is_charged_at_once(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url))
+    result = kiosk.take_sale(1250, "usd", card="visa")
+    assert result.status == APPROVED
+    payment = kiosk.store.get(result.payment.id)
+    assert payment.state == SUCCEEDED and payment.offline is False
+    [intent] = fake_stripe.intents_for(payment.id)
+    assert intent["id"] == payment.payment_intent and intent["amount"] == 1250
+    assert intent["metadata"]["kiosk_id"] == "test-kiosk"
+    assert [n["kind"] for n in kiosk.store.notices()] == ["approved"]
+
+
+def test_online_decline_is_reported_with_its_code(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url))
+    result = kiosk.take_sale(900, card="insufficient_funds")
+    assert result.status == DECLINED and "insufficient funds" in result.message
+    stored = kiosk.store.get(result.payment.id)
+    assert stored.state == FAILED and stored.decline_code == "insufficient_funds"
+
+
+def test_offline_sale_needs_confirmation_and_is_stored(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url))
+    fake_stripe.set_offline(True)
+    offers = []
+    refused = kiosk.take_sale(800, card="visa", confirm=lambda offer: offers.append(offer) or False)
+    assert refused.status == CANCELLED and kiosk.store.live() == []
+    offer = offers[0]
+    assert offer.amount == 800 and offer.limits.per_transaction <= 10000
+    assert "$500.00" in offer.left and offer.risk_note
+    result = kiosk.take_sale(800, card="visa", confirm=yes, customer="ana@example.com")
+    assert result.status == APPROVED_OFFLINE
+    [payment] = kiosk.store.live()
+    assert payment.state == PENDING and payment.offline and payment.customer == "ana@example.com"
+    # the request is fixed before any attempt
+    assert payment.idempotency_key == f"kiosk-{payment.id}"
+    assert payment.request["metadata"] == {"kiosk_payment_id": payment.id, "kiosk_id": "test-kiosk",
+                                           "offline_stored_at": payment.created_at}
+    assert payment.attempts == 0 and fake_stripe.payment_intents == []
+
+
+def test_offline_sale_without_confirm_callback_is_not_taken(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url))
+    fake_stripe.set_offline(True)
+    assert kiosk.take_sale(800).status == CANCELLED
+    assert kiosk.store.live() == []
+
+
+def test_require_online_refuses_when_unreachable(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "require_online"}))
+    fake_stripe.set_offline(True)
+    result = kiosk.take_sale(800, confirm=yes)
+    assert result.status == REFUSED and "online sales only" in result.message
+    assert kiosk.store.live() == []
+
+
+def test_force_offline_stores_even_when_reachable(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"}))
+    assert kiosk.take_sale(800).status == APPROVED_OFFLINE
+    assert fake_stripe.payment_intents == []
+
+
+@pytest.mark.parametrize("amount, which, words", [
+    (10001, "per_transaction", "over the offline limit per sale"),
+    (9001, "total", "over the total offline limit"),
+])
+def test_offline_limits_refuse_and_store_nothing(tmp_path, fake_stripe, open_kiosk, amount, which, words):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"}))
+    for _ in range(5):
+        assert kiosk.take_sale(8200).ok   # $410 stored: $90 left of $500
+    before = [p.id for p in kiosk.store.live()]
+    result = kiosk.take_sale(amount)
+    assert result.status == REFUSED and result.limit == which and words in result.message
+    assert [p.id for p in kiosk.store.live()] == before
+    assert kiosk.store.notices()[-1]["kind"] == "limit_reached"
+
+
+def test_count_limit(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"},
+                                    limits={"max_pending": 2}))
+    assert kiosk.take_sale(100).ok and kiosk.take_sale(100).ok
+    result = kiosk.take_sale(100)
+    assert result.status == REFUSED and result.limit == "count" and "2 payments already waiting" in result.message
+
+
+def test_tap_to_pay_is_refused_offline_but_works_online(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, reader__simulated={"mode": "tap_to_pay"}))
+    assert kiosk.take_sale(800).status == APPROVED
+    fake_stripe.set_offline(True)
+    result = kiosk.take_sale(800, confirm=yes)
+    assert result.status == REFUSED and "cannot take payments offline" in result.message
+    assert result.limit == "reader" and kiosk.store.live() == []
+
+
+@pytest.mark.parametrize("currency, amount, stripe_amount", [("jpy", 1200, 1200), ("kwd", 1234, 1234),
+                                                             ("isk", 500, 50000)])
+def test_currencies_reach_stripe_in_its_units(tmp_path, fake_stripe, open_kiosk, currency, amount, stripe_amount):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url))
+    result = kiosk.take_sale(amount, currency)
+    assert result.status == APPROVED
+    assert fake_stripe.intents_for(result.payment.id)[0]["amount"] == stripe_amount
+
+
+def test_offline_sale_in_a_currency_without_limits_is_refused(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"},
+                                    limits={"currencies": {"jpy": {"per_transaction": 15000, "total": 75000}}}))
+    assert kiosk.take_sale(1200, "jpy").status == APPROVED_OFFLINE
+    result = kiosk.take_sale(1000, "eur")
+    assert result.status == REFUSED and "no offline limit is set for EUR" in result.message
+
+
+def test_bad_amounts_and_contacts_are_refused_before_anything(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url))
+    with pytest.raises(MoneyError, match="below Stripe's minimum"):
+        kiosk.take_sale(49, "usd")
+    with pytest.raises(MoneyError, match="unknown currency"):
+        kiosk.take_sale(100, "xyz")
+    with pytest.raises(ValueError, match="neither an e-mail address nor a phone number"):
+        kiosk.take_sale(800, customer="call me")
+    assert kiosk.store.live() == [] and fake_stripe.payment_intents == []
+
+
+class Clock:
+    def __init__(self):
+        self.now = utcnow()
+
+    def __call__(self):
+        return self.now
+
+
+def test_limits_shrink_without_sync_and_follow_history(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"}))
+    clock = Clock()
+    kiosk.clock = clock
+    kiosk.store.set_meta("last_sync_at", clock.now.isoformat())
+    fresh = kiosk.effective_limits("usd")
+    assert fresh.per_transaction == 10000 and fresh.total == 50000
+    clock.now += timedelta(hours=12)
+    half = kiosk.effective_limits("usd")
+    assert half.per_transaction == 5500          # floor 0.1: 1 - 0.9 * 12/24
+    kiosk.take_sale(1000)
+    clock.now += timedelta(hours=24)
+    assert kiosk.effective_limits("usd").per_transaction == 1000   # the floor once the oldest is 24 h old
+    kiosk.store.set_meta("offline_forwarded", 10)
+    kiosk.store.set_meta("last_sync_at", clock.now.isoformat())
+    kiosk.forward()
+    assert kiosk.effective_limits("usd").per_transaction == 12200  # 1 + 0.02 * 11 successes
+    kiosk.store.set_meta("offline_declined", 2)
+    assert kiosk.effective_limits("usd").per_transaction == int(10000 * 1.22 * 0.8 * 0.8)
+
+
+def test_reminders_go_out_once_per_threshold(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"}))
+    clock = Clock()
+    kiosk.clock = clock
+    kiosk.take_sale(1000)
+    assert kiosk.remind() == []
+    clock.now += timedelta(hours=12, minutes=1)
+    [first] = kiosk.remind()
+    assert first.kind == "reminder" and "12 h old" in first.message and "12 h left" in first.message
+    assert kiosk.remind() == []
+    clock.now += timedelta(hours=11)
+    sent = kiosk.remind()
+    assert len(sent) == 2 and sent[-1].level == "error"   # 20 h and 23 h, the last one urgent
+    assert kiosk.remind() == []
+    # reminders survive a restart: the marks are stored with the payment
+    assert kiosk.store.live()[0].reminded_hours == [12.0, 20.0, 23.0]
+    assert [n["kind"] for n in kiosk.store.notices()].count("reminder") == 3
