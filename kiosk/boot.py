@@ -41,6 +41,11 @@ def open_kiosk(path: Path, *, create: bool = False, host: Host | None = None,
     from .engine import Kiosk
     host = host or load_host()
     config = load_config(host, path, overrides)
+    for section, hook in (("storage", "kiosk_open_storage"), ("reader", "kiosk_open_reader"),
+                          ("sync", "kiosk_open_sync")):
+        host.chosen(config[section]["use"], hook)      # all named plugins exist before anything opens
+    for name in config["notifier"]["use"]:
+        host.chosen(name, "kiosk_notify")
     storage_name = config["storage"]["use"]
     store = host.call_on(storage_name, "kiosk_open_storage",
                          settings=plugin_settings(host, config, storage_name),
@@ -56,9 +61,4 @@ def open_kiosk(path: Path, *, create: bool = False, host: Host | None = None,
     except BaseException:
         store.close()
         raise
-    for name in config["notifier"]["use"]:
-        plugin = host.pm.get_plugin(name)
-        if plugin is None or not hasattr(plugin, "kiosk_notify"):
-            store.close()
-            raise ConfigError(f"config [notifier] use: no notifier plugin named {name!r}")
     return Kiosk(config=config, host=host, store=store, reader=reader, sync=sync)

@@ -219,7 +219,13 @@ def cmd_run(args) -> int:
                                          settings=plugin_settings(kiosk.host, kiosk.config, display_name))
             worker = threading.Thread(target=kiosk.run_background, args=(stop,), name="forwarder", daemon=True)
             worker.start()
-            display.run(stop)
+            try:
+                display.run(stop)
+            except Exception:
+                # a broken screen must not stop forwarding: carry on headless
+                logging.getLogger("kiosk").exception("display plugin %s failed; carrying on headless", display_name)
+                while not stop.is_set():
+                    stop.wait(1)
             stop.set()
             kiosk.wake.set()
             worker.join(timeout=30)
@@ -279,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    quiet = args.command not in ("run", "demo")   # notices go to the feed; the log is for the appliance
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("stripe", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -169,6 +169,6 @@ def kiosk_offline_limits(base, history):
         the decision to the next implementation.
     Called before every offline sale and by ``kiosk status``.  The built-in
     ``standard_limits`` plugin answers last (``trylast``); mark yours
-    ``tryfirst`` to put your own risk rules in front.  Stops at first non-None
-    result.
+    ``tryfirst`` to put your own risk rules in front.
+    Stops at first non-None result.
     """

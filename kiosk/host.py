@@ -127,6 +127,23 @@ class Host:
     def call_on(self, name: str, hook: str, **kwargs):
         """Call ``hook`` on the one plugin chosen in config for a kind."""
         kind = KIND_HOOKS.get(hook, hook)
+        caller = self.chosen(name, hook)
+        try:
+            result = caller(**kwargs)
+        except PluginError:
+            raise
+        except Exception as exc:
+            if type(exc).__name__ in ("StoreAlarm", "StoreBusy", "ConfigError", "ReaderError"):
+                raise
+            raise PluginError(f"{kind} plugin {name!r} failed to open: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        if result is None:
+            raise PluginError(f"{kind} plugin {name!r} returned nothing from {hook}")
+        return result
+
+    def chosen(self, name: str, hook: str):
+        """The hook caller for the one plugin ``name``; a one-line error when it
+        is missing, failed to load, is switched off or is of another kind."""
+        kind = KIND_HOOKS.get(hook, hook)
         plugin = self.pm.get_plugin(name)
         if plugin is None:
             if name in self.failed:
@@ -139,17 +156,7 @@ class Host:
         caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
         if not caller.get_hookimpls():
             raise PluginError(f"plugin {name!r} is not a {kind} plugin (it has no {hook})")
-        try:
-            result = caller(**kwargs)
-        except (PluginError,):
-            raise
-        except Exception as exc:
-            if type(exc).__name__ in ("StoreAlarm", "StoreBusy", "ConfigError", "ReaderError"):
-                raise
-            raise PluginError(f"{kind} plugin {name!r} failed to open: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
-        if result is None:
-            raise PluginError(f"{kind} plugin {name!r} returned nothing from {hook}")
-        return result
+        return caller
 
     def call_isolated(self, hook: str, only: list[str] | None = None, **kwargs) -> None:
         """Call every implementation, each on its own: one that raises is

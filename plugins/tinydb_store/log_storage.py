@@ -36,14 +36,17 @@ Known limits (by design):
 * A cut exactly at a record boundary is undetectable: the file is then a valid,
   shorter log (the last records simply look like they were never written).
   Only keeping a counter outside the file could catch that.
-* Change detection: documents are dict subclasses that flag top-level mutation
-  (everything TinyDB itself does: ``update``, ``upsert`` and the
-  ``tinydb.operations``), such documents are compared byte-exactly via JSON.
-  A document whose nested containers are mutated in place without touching
-  the top level is compared with ``==`` against the last written copy, so a
-  nested change between values that are ``==`` but serialise differently
-  (``1`` -> ``True`` -> ``1.0``) is only persisted with the doc's next real
-  change or at the next ``compact()`` (which writes the in-memory state).
+* Change detection: TinyDB updates documents IN PLACE, so documents are kept
+  in memory as dict/list subclasses (``_Doc``, ``_TDict``, ``_TList``) whose
+  mutating methods flag the document (at any nesting depth).  ``write()``
+  skips unflagged documents with an identity check and compares flagged or
+  new ones byte-exactly via their JSON, so ``1`` -> ``True`` is a change and
+  setting a field to its current value writes nothing.  After a write the
+  in-memory document is rebuilt from its JSON, so memory always holds exactly
+  what a reopen would give (tuples become lists, as with JSONStorage).
+* As with TinyDB's CachingMiddleware, ``Document`` objects returned by TinyDB
+  are shallow copies: mutating a NESTED value of one changes the stored state,
+  which is then persisted with the next write.
 * Document ids are the ``str`` ids TinyDB hands to storages.
 """
 
@@ -80,7 +83,7 @@ AAD_TAG = b"KIOSKLOG1/aes-256-gcm"
 _LEN = struct.Struct(">I")
 _SEQ = struct.Struct(">Q")
 _MISSING = object()
-_FLAT = frozenset((str, int, float, bool, type(None)))
+_FLAT = frozenset((str, int, float, bool, type(None)))  # immutable JSON scalars
 _DIAGNOSE_WINDOW = 64  # how far beyond its own position a misplaced record is looked for
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)
@@ -147,70 +150,145 @@ def _utc_stamp() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
-def _is_nested(doc: dict) -> bool:
-    for v in doc.values():
-        if type(v) not in _FLAT:
-            return True
-    return False
-
-
 class _Doc(dict):
-    """A document as held in memory: flags every top-level mutation.
+    """A document as held in memory: flags every mutation of itself or of its
+    nested containers (``_d``), so ``write()`` needs no comparison for
+    documents that were not touched."""
 
-    TinyDB updates documents in place (``doc.update(fields)``, ``doc[k] = v``,
-    ``del doc[k]``); the flag lets ``write()`` skip untouched flat documents
-    without comparing them and compare touched ones byte-exactly.
-    """
+    __slots__ = ("_d",)
 
-    __slots__ = ("_d", "_n")  # _d: mutated since last write; _n: has nested containers
+    def _touch(self):
+        self._d = True
 
     def __setitem__(self, key, value):
-        self._d = True
+        self._touch()
         dict.__setitem__(self, key, value)
 
     def __delitem__(self, key):
-        self._d = True
+        self._touch()
         dict.__delitem__(self, key)
 
     def update(self, *args, **kwargs):
-        self._d = True
+        self._touch()
         dict.update(self, *args, **kwargs)
 
     def pop(self, *args):
-        self._d = True
+        self._touch()
         return dict.pop(self, *args)
 
     def popitem(self):
-        self._d = True
+        self._touch()
         return dict.popitem(self)
 
     def clear(self):
-        self._d = True
+        self._touch()
         dict.clear(self)
 
     def setdefault(self, key, default=None):
-        self._d = True
+        self._touch()
         return dict.setdefault(self, key, default)
 
     def __ior__(self, other):
-        self._d = True
+        self._touch()
         return dict.__ior__(self, other)
 
 
-def _own(doc: dict) -> _Doc:
-    """A clean tracked document sharing nothing mutable with ``doc``'s nested parts
-    only if ``doc`` is flat (callers pass freshly decoded or detached values)."""
-    d = _Doc(doc)
-    d._d = False
-    d._n = _is_nested(d)
-    return d
+class _TDict(_Doc):
+    """A dict nested in a document: mutations flag the document (``_r``)."""
+
+    __slots__ = ("_r",)
+
+    def _touch(self):
+        self._r._d = True
 
 
-def _detach(copy: dict) -> _Doc:
-    """A tracked document that shares no mutable object with ``copy``."""
-    if _is_nested(copy):
-        return _own(json.loads(_encode(copy)))
-    return _own(copy)
+class _TList(list):
+    """A list nested in a document: mutations flag the document (``_r``)."""
+
+    __slots__ = ("_r",)
+
+    def __setitem__(self, index, value):
+        self._r._d = True
+        list.__setitem__(self, index, value)
+
+    def __delitem__(self, index):
+        self._r._d = True
+        list.__delitem__(self, index)
+
+    def __iadd__(self, other):
+        self._r._d = True
+        return list.__iadd__(self, other)
+
+    def __imul__(self, n):
+        self._r._d = True
+        return list.__imul__(self, n)
+
+    def append(self, value):
+        self._r._d = True
+        list.append(self, value)
+
+    def extend(self, values):
+        self._r._d = True
+        list.extend(self, values)
+
+    def insert(self, index, value):
+        self._r._d = True
+        list.insert(self, index, value)
+
+    def pop(self, *args):
+        self._r._d = True
+        return list.pop(self, *args)
+
+    def remove(self, value):
+        self._r._d = True
+        list.remove(self, value)
+
+    def clear(self):
+        self._r._d = True
+        list.clear(self)
+
+    def sort(self, *args, **kwargs):
+        self._r._d = True
+        list.sort(self, *args, **kwargs)
+
+    def reverse(self):
+        self._r._d = True
+        list.reverse(self)
+
+
+def _tracked(value, root: _Doc):
+    """A copy of ``value`` whose containers flag ``root`` when mutated."""
+    if type(value) in _FLAT:
+        return value
+    if isinstance(value, dict):
+        d = _TDict()
+        d._r = root
+        for k, v in value.items():
+            dict.__setitem__(d, k, _tracked(v, root))
+        return d
+    if isinstance(value, (list, tuple)):
+        lst = _TList([_tracked(v, root) for v in value])
+        lst._r = root
+        return lst
+    return value
+
+
+def _tracked_doc(src: dict) -> _Doc:
+    """A clean in-memory document equal to ``src`` and sharing no container with it."""
+    doc = _Doc()
+    for k, v in src.items():
+        dict.__setitem__(doc, k, _tracked(v, doc))
+    doc._d = False
+    return doc
+
+
+def _as_json(prev) -> str:
+    """Copies of on-disk documents are kept as JSON text, or decoded right after a load."""
+    return prev if type(prev) is str else _encode(prev)
+
+
+def _from_copy(prev) -> _Doc:
+    return _tracked_doc(json.loads(prev) if type(prev) is str else prev)
 
 
 # --------------------------------------------------------------------------- keys
@@ -369,16 +447,8 @@ class EncryptedLogStorage(Storage):
             self._file_id, self._aad_prefix = file_id, self._make_aad_prefix(file_id)
             self._end = len(content)
             self.records = 1
-            objs = {}
-            for name, table in data.items():
-                ot = objs[name] = {}
-                for doc_id, doc in list(table.items()):
-                    if type(doc) is not _Doc:
-                        doc = table[doc_id] = _Doc(doc)
-                    doc._d = False
-                    doc._n = _is_nested(doc)
-                    ot[doc_id] = doc
-            self._objs, self._copies = objs, copies
+            self._copies = copies
+            self._data, self._objs = self._fresh_docs(copies)
             try:
                 _fsync_dir(self._dir)
             except OSError as e:
@@ -499,7 +569,7 @@ class EncryptedLogStorage(Storage):
     def _fresh_docs(copies: dict):
         data, objs = {}, {}
         for name, table in copies.items():
-            dt = {doc_id: _detach(doc) for doc_id, doc in table.items()}
+            dt = {doc_id: _from_copy(doc) for doc_id, doc in table.items()}
             data[name] = dt
             objs[name] = dict(dt)
         return data, objs
@@ -686,7 +756,7 @@ class EncryptedLogStorage(Storage):
                 for doc_id, doc in table.items():
                     js = enc(doc)
                     items.append((doc_id, js))
-                    touched.append((name, doc_id, doc, False, js))
+                    touched.append((name, doc_id, js, True))
                 if items:
                     ups[name] = items
                 continue
@@ -695,23 +765,17 @@ class EncryptedLogStorage(Storage):
             items = []
             n_new = 0
             for doc_id, doc in table.items():
-                mine = owned(doc_id)
-                if mine is doc and not doc._d:
-                    if not doc._n:
-                        continue  # untouched flat document: cannot have changed
-                    if doc == copy_of(doc_id):
-                        continue  # nested containers, structurally unchanged
-                    js = enc(doc)
-                else:
-                    prev = copy_of(doc_id, _MISSING)
-                    js = enc(doc)
-                    if prev is _MISSING:
-                        n_new += 1
-                    elif js == enc(prev):  # touched but byte-identical: nothing to write
-                        touched.append((name, doc_id, doc, mine is doc, None))
-                        continue
+                if owned(doc_id) is doc and not doc._d:
+                    continue  # our object, not mutated since it was written
+                js = enc(doc)
+                prev = copy_of(doc_id, _MISSING)
+                if prev is _MISSING:
+                    n_new += 1
+                elif js == _as_json(prev):  # touched but byte-identical: nothing to write
+                    touched.append((name, doc_id, js, False))
+                    continue
                 items.append((doc_id, js))
-                touched.append((name, doc_id, doc, mine is doc, js))
+                touched.append((name, doc_id, js, True))
             n_kept = len(table) - n_new
             if n_kept < len(old):
                 if n_kept == 0:
@@ -776,14 +840,11 @@ class EncryptedLogStorage(Storage):
             for doc_id in ids:
                 ct.pop(doc_id, None)
                 ot.pop(doc_id, None)
-        for name, doc_id, doc, mine, js in touched:
-            if not mine:  # not (yet) our tracked object: track a private top-level copy
-                doc = data[name][doc_id] = _Doc(doc)
-            doc._d = False
-            doc._n = _is_nested(doc)
-            objs[name][doc_id] = doc
-            if js is not None:
-                copies[name][doc_id] = json.loads(js)
+        for name, doc_id, js, changed in touched:
+            # Memory gets exactly what is on disk, as a fresh tracked object.
+            doc = data[name][doc_id] = objs[name][doc_id] = _tracked_doc(json.loads(js))
+            if changed:
+                copies[name][doc_id] = js
         self._data = data
 
     def _rollback(self) -> None:
