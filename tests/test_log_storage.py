@@ -597,7 +597,6 @@ def test_failed_fdatasync_stops_writes(tmp_path, key, monkeypatch):
 
 def test_write_after_close_fails(tmp_path, key):
     db = open_db(tmp_path / "live.kdb", key)
-    t = db.table("q")
     db.close()
     with pytest.raises(ValueError):
         db.storage.write({"q": {"1": {"a": 1}}})

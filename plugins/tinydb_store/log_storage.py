@@ -61,7 +61,7 @@ import secrets
 import stat
 import struct
 import threading
-from typing import Any, Optional
+from typing import Optional
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM

@@ -1,0 +1,144 @@
+"""The built-in storage plugin as the kiosk uses it: nothing readable on
+disk, settled payments out of the live queue, and a damaged file is an alarm,
+never an empty queue."""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from kiosk.interfaces import StoreAlarm
+from kiosk.payment import SUCCEEDED
+
+from conftest import run_kiosk, write_config
+
+
+@pytest.fixture
+def offline_config(tmp_path, fake_stripe):
+    path = write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"})
+    assert run_kiosk("init", "--config", path).returncode == 0
+    return path
+
+
+def test_nothing_sensitive_is_readable_on_disk(tmp_path, offline_config, open_kiosk):
+    kiosk = open_kiosk(offline_config, create=False)
+    sold = [kiosk.take_sale(amount, card=card, customer="zoe.follow-up@example.com").payment
+            for amount, card in ((1234, "visa"), (5678, "insufficient_funds"), (9012, "mastercard"))]
+    kiosk.close()
+    secrets = [b"pm_card", b"zoe.follow-up", b"kiosk_payment_id", b"4242", b"9995", b"4444",
+               b"1234", b"5678", b"9012", b"12.34", b"insufficient"]
+    secrets += [p.id.encode() for p in sold]
+    files = [path for path in (tmp_path / "data").iterdir() if path.is_file()]
+    assert {f.name for f in files} >= {"kiosk.key", "live.kdb", "history.kdb"}
+    for path in files:
+        if path.name in ("kiosk.key", "kiosk.lock"):
+            continue
+        raw = path.read_bytes()
+        for secret in secrets:
+            assert secret not in raw, f"{secret!r} readable in {path.name}"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_settled_payments_leave_the_live_queue(offline_config, open_kiosk):
+    kiosk = open_kiosk(offline_config, create=False)
+    for _ in range(3):
+        kiosk.take_sale(1000, card="visa")
+    kiosk.forward()
+    assert kiosk.store.live() == [] and len(kiosk.store.live_payments) == 0
+    assert [p.state for p in kiosk.store.settled()] == [SUCCEEDED] * 3
+    assert len(kiosk.store.settled(limit=2)) == 2
+
+
+def test_half_settled_payment_is_mended_on_open(offline_config, open_kiosk):
+    kiosk = open_kiosk(offline_config, create=False)
+    payment = kiosk.take_sale(1000, card="visa").payment
+    # a crash between "write to history" and "remove from live" leaves both copies
+    payment.state, payment.payment_intent = SUCCEEDED, "pi_from_before_the_crash"
+    kiosk.store.history.insert(payment.to_record())
+    kiosk.close()
+    kiosk = open_kiosk(offline_config, create=False)
+    assert kiosk.store.live() == []
+    assert kiosk.store.get(payment.id).payment_intent == "pi_from_before_the_crash"
+
+
+def damage_flip(path):
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) - 20] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+def damage_empty(path):
+    path.write_bytes(b"")
+
+
+def damage_header(path):
+    path.write_bytes(path.read_bytes()[:5])
+
+
+def damage_delete(path):
+    path.unlink()
+
+
+@pytest.mark.parametrize("damage, words", [
+    (damage_flip, "wrong key or tampered"),
+    (damage_empty, "empty"),
+    (damage_header, ""),
+    (damage_delete, "missing"),
+])
+def test_damaged_queue_is_an_alarm_and_kept_for_inspection(tmp_path, offline_config, damage, words):
+    for _ in range(2):
+        assert run_kiosk("charge", "10.00", "--config", offline_config).returncode == 0
+    live = tmp_path / "data" / "live.kdb"
+    damage(live)
+    before = live.read_bytes() if live.exists() else None
+    result = run_kiosk("queue", "--json", "--config", offline_config)
+    assert result.returncode == 5, result.stdout
+    assert result.stderr.startswith("kiosk: alarm: ") and result.stderr.count("\n") == 1
+    assert "live.kdb" in result.stderr and words in result.stderr
+    assert result.stdout == ""                          # never an empty queue
+    if before is not None:
+        assert live.read_bytes() == before              # the original stays where it was
+        kept = [p for p in live.parent.iterdir() if p.name.startswith("live.kdb.bad-")]
+        assert kept and kept[0].read_bytes() == before and str(kept[0].name) in result.stderr
+    # a sale cannot be stored on top of a damaged queue either
+    assert run_kiosk("charge", "10.00", "--config", offline_config).returncode == 5
+
+
+def test_wrong_key_is_an_alarm(tmp_path, offline_config):
+    assert run_kiosk("charge", "10.00", "--config", offline_config).returncode == 0
+    key = tmp_path / "data" / "kiosk.key"
+    key.write_bytes(os.urandom(32))
+    result = run_kiosk("queue", "--config", offline_config)
+    assert result.returncode == 5 and "wrong key or tampered" in result.stderr
+
+
+def test_missing_key_is_an_alarm_not_a_new_key(tmp_path, offline_config):
+    assert run_kiosk("charge", "10.00", "--config", offline_config).returncode == 0
+    (tmp_path / "data" / "kiosk.key").unlink()
+    result = run_kiosk("queue", "--config", offline_config)
+    assert result.returncode == 5 and "kiosk.key" in result.stderr
+    assert not (tmp_path / "data" / "kiosk.key").exists()
+
+
+def test_power_cut_mid_append_loses_only_the_unacknowledged_write(tmp_path, offline_config, open_kiosk):
+    for _ in range(2):
+        assert run_kiosk("charge", "10.00", "--config", offline_config).returncode == 0
+    live = tmp_path / "data" / "live.kdb"
+    whole = live.read_bytes()
+    assert run_kiosk("charge", "11.00", "--config", offline_config).returncode == 0
+    grown = live.read_bytes()
+    live.write_bytes(grown[: len(whole) + (len(grown) - len(whole)) // 2])   # the third append, half written
+    kiosk = open_kiosk(offline_config, create=False)
+    assert [p.amount for p in kiosk.store.live()] == [1000, 1000]
+    assert kiosk.store.notices()[-1]["kind"] == "store_recovered"
+    assert any(p.name.startswith("live.kdb.torn-") for p in live.parent.iterdir())
+    assert kiosk.take_sale(1200, card="visa").ok
+    kiosk.close()
+    assert len(open_kiosk(offline_config, create=False).store.live()) == 3
+
+
+def test_store_refuses_to_open_without_init(tmp_path):
+    from plugins.tinydb_store import TinyDBStore
+    with pytest.raises(StoreAlarm, match="run `kiosk init` first"):
+        TinyDBStore(tmp_path / "nothing-here")
