@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from conftest import TEST_KEY, run_json, run_kiosk, write_config
+from conftest import ROOT, TEST_KEY, run_json, run_kiosk, write_config
 
 
 @pytest.fixture
@@ -197,3 +197,13 @@ def test_key_file_must_be_private(tmp_path, fake_stripe):
 def test_version_and_help():
     assert run_kiosk("--version").stdout.startswith("kiosk ")
     assert "charge" in run_kiosk("--help").stdout
+
+
+def test_demo_walks_through_a_market_day():
+    result = run_kiosk("demo", "--config", ROOT / "config.toml", env={"STRIPE_API_KEY": ""}, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "APPROVED visa •••• 4242" in out and out.count("APPROVED OFFLINE") == 3
+    assert "over the offline limit per sale" in out and "cannot take payments offline" in out
+    assert "succeeded 2, failed 1, pending 0" in out
+    assert "Payment declined — follow up" in out and "insufficient_funds" in out and "+1 555 0100" in out
