@@ -88,6 +88,7 @@ class Kiosk:
         self._in_flight: set[str] = set()
         self._in_flight_lock = threading.Lock()
         self._last_sync_note = 0.0
+        self._meta_lock = threading.Lock()       # read-modify-write of counters from forwarding threads
         if self.store.get_meta("initialized_at") is None:
             self.store.set_meta("initialized_at", iso(self.clock()))
         self.host.call_isolated("kiosk_startup", kiosk=self)
@@ -271,7 +272,8 @@ class Kiosk:
         self.store.save(payment)                         # durable before anyone hears of it
         if payment.offline and payment.settled:
             name = "offline_forwarded" if payment.state == SUCCEEDED else "offline_declined"
-            self.store.set_meta(name, self.store.get_meta(name, 0) + 1)
+            with self._meta_lock:
+                self.store.set_meta(name, self.store.get_meta(name, 0) + 1)
 
     def _tell(self, payment: Payment, outcome: Outcome) -> None:
         if payment.state == SUCCEEDED:
@@ -349,8 +351,16 @@ class Kiosk:
             if not crossing:
                 continue
             for payment in crossing:
-                payment.reminded_hours = sorted(set(payment.reminded_hours) | {hours})
-                self.store.save(payment)
+                with self._in_flight_lock:
+                    # never write over a payment a forwarding thread holds; it is leaving anyway
+                    if payment.id in self._in_flight:
+                        continue
+                    current = self.store.get(payment.id)
+                    if current is None or current.settled:
+                        continue
+                    current.reminded_hours = sorted(set(current.reminded_hours) | {hours})
+                    self.store.save(current)
+                    payment.reminded_hours = current.reminded_hours
             oldest = (now - min(p.created() for p in live)).total_seconds() / 3600
             notice = notices.reminder(max(hours, oldest), len(live), WINDOW_HOURS)
             self.notify(notice)

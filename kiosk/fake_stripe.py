@@ -59,7 +59,9 @@ API_VERSION = "2026-10-28.endive"   # what stripe-python 16.1 pins; echoed if th
 
 _ALNUM = string.ascii_letters + string.digits
 
-# Presentment currencies Stripe accepts ("Supported currencies").
+# Presentment currencies Stripe accepts ("Supported currencies").  Kept apart
+# from kiosk.money on purpose: a peer that shared the kiosk's tables could not
+# catch a mistake in them.
 SUPPORTED_CURRENCIES = frozenset("""
 usd aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bhd bif bmd bnd bob
 brl bsd bwp byn bzd cad cdf chf clp cny cop crc cve czk djf dkk dop dzd egp etb

@@ -207,3 +207,28 @@ def test_demo_walks_through_a_market_day():
     assert "over the offline limit per sale" in out and "cannot take payments offline" in out
     assert "succeeded 2, failed 1, pending 0" in out
     assert "Payment declined — follow up" in out and "insufficient_funds" in out and "+1 555 0100" in out
+
+
+def test_run_headless_forwards_when_stripe_returns_and_stops_cleanly(tmp_path, fake_stripe):
+    import signal
+    import subprocess
+    import sys
+    import time
+    path = write_config(tmp_path, fake_stripe.url, sync={"poll_seconds": 0.2})
+    run_kiosk("init", "--config", path)
+    fake_stripe.set_offline(True)
+    for _ in range(2):
+        assert run_kiosk("charge", "4.00", "--yes", "--config", path).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "kiosk.cli", "run", "--headless", "--config", str(path)],
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    time.sleep(1.0)
+    assert fake_stripe.payment_intents == []
+    fake_stripe.set_offline(False)
+    deadline = time.monotonic() + 20
+    while len(fake_stripe.payment_intents) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert len(fake_stripe.payment_intents) == 2 and "Payment sent" in err
+    assert {p["state"] for p in run_json("queue", "--config", path)} == {"succeeded"}
