@@ -1,6 +1,9 @@
-"""Built-in notifier: writes every notice to the log and keeps it in the
-kiosk's feed (in the encrypted store) for the screen to show later.
+"""Built-in notifier: writes every notice to the log, and keeps the ones the
+vendor must be able to look at later (forwarded, declined with details,
+reminders, limits, key rejected) in the kiosk's feed, in the encrypted store.
 
+Sale acknowledgements are not kept: the vendor saw them at the till and the
+payment itself is stored -- a second fsync on the sale path buys nothing.
 Never logs a customer contact: that stays in the encrypted feed.
 """
 from __future__ import annotations
@@ -10,6 +13,10 @@ import logging
 from kiosk.hookspecs import hookimpl
 
 log = logging.getLogger("kiosk.notice")
+from kiosk import notices
+
+KEPT = frozenset({notices.FORWARDED, notices.DECLINED, notices.REMINDER, notices.LIMIT_REACHED,
+                  notices.AUTH_FAILED, notices.STORE_RECOVERED})
 _LEVELS = {"info": logging.INFO, "success": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -32,7 +39,7 @@ class FeedNotifier:
         if customer:
             message = message.replace(customer, "[contact in feed]")
         log.log(_LEVELS.get(notice.level, logging.INFO), "%s: %s", notice.title, message)
-        if self.store is not None:
+        if self.store is not None and notice.kind in KEPT:
             self.store.add_notice(notice.as_dict())
 
 

@@ -1,14 +1,15 @@
 """Built-in storage plugin: the payment queue in TinyDB, encrypted and crash-safe.
 
-Two files in the data directory, both AES-GCM encrypted append-only logs
+Three files in the data directory, all AES-GCM encrypted append-only logs
 (see :mod:`.log_storage`):
 
 - ``live.kdb`` -- payments still to forward, and the kiosk's bookkeeping.  It
   stays small however long the kiosk has been selling, so a new sale costs
   one small fsync'd append.
-- ``history.kdb`` -- settled payments and the notice feed.  A payment is
-  written here first and only then removed from ``live.kdb``; a crash in
-  between leaves it in both, which opening the store mends.
+- ``history.kdb`` -- settled payments.  A payment is written here first and
+  only then removed from ``live.kdb``; a crash in between leaves it in both,
+  which opening the store mends.
+- ``feed.kdb`` -- the notice feed, capped, so it never weighs on the others.
 
 The key is ``kiosk.key`` (mode 0600), created by ``kiosk init`` and never
 overwritten.  One process at a time holds the store (``kiosk.lock``).
@@ -35,7 +36,8 @@ from .log_storage import EncryptedLogStorage
 
 log = logging.getLogger("kiosk.store")
 
-KEY_FILE, LIVE_FILE, HISTORY_FILE, LOCK_FILE = "kiosk.key", "live.kdb", "history.kdb", "kiosk.lock"
+KEY_FILE, LIVE_FILE, HISTORY_FILE, FEED_FILE, LOCK_FILE = (
+    "kiosk.key", "live.kdb", "history.kdb", "feed.kdb", "kiosk.lock")
 NOTICES_KEPT = 1000
 
 SETTINGS = {
@@ -72,17 +74,22 @@ class TinyDBStore:
             raise StoreAlarm(str(exc)) from None
         self.live_db = _open_db(self.dir / LIVE_FILE, key, "live", create, compact_every)
         self.history_db = _open_db(self.dir / HISTORY_FILE, key, "history", create, compact_every)
-        self.recovered = [db._storage for db in (self.live_db, self.history_db)
-                          if getattr(db._storage, "recovered_torn_tail", False)]
+        self.feed_db = _open_db(self.dir / FEED_FILE, key, "feed", create, compact_every)
+        self.recovered = [db.storage for db in self.dbs
+                          if getattr(db.storage, "recovered_torn_tail", False)]
         self.live_payments = self.live_db.table("payments")
         self.meta = self.live_db.table("meta")
         self.history = self.history_db.table("payments")
-        self.feed = self.history_db.table("notices")
+        self.feed = self.feed_db.table("notices")
         # payment id -> TinyDB doc id, so updates never scan
         self._live_ids = {doc["id"]: doc.doc_id for doc in self.live_payments.all()}
         self._history_ids = {doc["id"]: doc.doc_id for doc in self.history.all()}
         self._meta_ids = {doc["name"]: doc.doc_id for doc in self.meta.all()}
         self._mend_half_settled()
+
+    @property
+    def dbs(self) -> tuple[TinyDB, ...]:
+        return (self.live_db, self.history_db, self.feed_db)
 
     def _hold_process_lock(self) -> None:
         path = self.dir / LOCK_FILE
@@ -183,13 +190,13 @@ class TinyDBStore:
             if surplus > 0:
                 oldest = sorted(doc.doc_id for doc in self.feed.all())[:surplus]
                 self.feed.remove(doc_ids=oldest)
-            for db in (self.live_db, self.history_db):
+            for db in self.dbs:
                 if db.storage.needs_compaction():
                     db.storage.compact()
 
     def close(self) -> None:
         with self.lock:
-            for db in (self.live_db, self.history_db):
+            for db in self.dbs:
                 db.close()
             if self._lock_file is not None:
                 self._lock_file.close()
