@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .config import ConfigError, default_path
 from .host import PluginError
-from .interfaces import StoreAlarm, StoreBusy
+from .interfaces import ReaderError, StoreAlarm, StoreBusy
 from .money import MoneyError, format_amount, parse_amount
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_OFFLINE, EXIT_AUTH, EXIT_STORE = 0, 1, 2, 3, 4, 5
@@ -213,10 +213,16 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         display_name = kiosk.config["display"]["use"]
+        display = None
         if display_name and not args.headless:
             from .boot import plugin_settings
-            display = kiosk.host.call_on(display_name, "kiosk_open_display", kiosk=kiosk,
-                                         settings=plugin_settings(kiosk.host, kiosk.config, display_name))
+            try:
+                display = kiosk.host.call_on(display_name, "kiosk_open_display", kiosk=kiosk,
+                                             settings=plugin_settings(kiosk.host, kiosk.config, display_name))
+            except PluginError as exc:
+                # no screen is bad; no forwarding would be worse
+                logging.getLogger("kiosk").error("%s; carrying on headless", exc)
+        if display is not None:
             worker = threading.Thread(target=kiosk.run_background, args=(stop,), name="forwarder", daemon=True)
             worker.start()
             try:
@@ -297,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     except (ConfigError, PluginError) as exc:
         print(f"kiosk: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ReaderError as exc:
+        print(f"kiosk: error: reader: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (StoreAlarm, StoreBusy) as exc:
         print(f"kiosk: alarm: {exc}", file=sys.stderr)

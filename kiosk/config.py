@@ -18,6 +18,7 @@ import platformdirs
 from .money import MoneyError, currency_code
 
 OFFLINE_BEHAVIORS = ("prefer_online", "require_online", "force_offline")
+MAX_NUMBER = 1e9    # no setting needs more; also keeps out inf and nan
 
 
 class ConfigError(Exception):
@@ -161,8 +162,8 @@ def _check(section: str, key: str, value: Any, setting: Setting) -> Any:
                 raise ConfigError(f"config {where} must list {setting.item_type.__name__} values, not {item!r}")
             checked.append(item)
         value = checked
-    if kind in (int, float) and value < 0:
-        raise ConfigError(f"config {where} must not be negative, not {value!r}")
+    if kind in (int, float) and not 0 <= value <= MAX_NUMBER:
+        raise ConfigError(f"config {where} must be a number from 0 to {MAX_NUMBER:g}, not {value!r}")
     return value
 
 
@@ -222,8 +223,8 @@ def _check_core(config: Config) -> None:
             if key not in table:
                 raise ConfigError(f"config {where} {key} is missing")
             value = table[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"config {where} {key} must be a number of at least 0, not {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_NUMBER:
+                raise ConfigError(f"config {where} {key} must be a number from 0 to {MAX_NUMBER:g}, not {value!r}")
         currencies[normal] = dict(table)
     limits["currencies"] = currencies
     for key in ("floor", "min_trust"):

@@ -33,8 +33,8 @@ log = logging.getLogger("kiosk.engine")
 WINDOW_HOURS = 24.0
 SYNC_NOTE_SECONDS = 60      # write "last synced" at most this often while idle online
 
-APPROVED, APPROVED_OFFLINE, DECLINED, REFUSED, CANCELLED = (
-    "approved", "approved_offline", "declined", "refused", "cancelled")
+APPROVED, APPROVED_OFFLINE, DECLINED, REFUSED, CANCELLED, UNCONFIRMED = (
+    "approved", "approved_offline", "declined", "refused", "cancelled", "unconfirmed")
 
 
 @dataclass
@@ -54,7 +54,7 @@ class OfflineOffer:
 
 @dataclass
 class SaleResult:
-    status: str                 # approved, approved_offline, declined, refused, cancelled
+    status: str                 # approved, approved_offline, declined, refused, cancelled, unconfirmed
     message: str
     payment: Payment | None = None
     limit: str | None = None    # which limit refused it
@@ -86,15 +86,27 @@ class Kiosk:
         self.wake = threading.Event()          # "sync now"
         self._forward_lock = threading.Lock()  # one forwarding pass at a time
         self._in_flight: set[str] = set()
-        self._in_flight_lock = threading.Lock()
+        self._in_flight_lock = threading.Condition()   # guards _in_flight; waiters hear when one leaves
         self._last_sync_note = 0.0
-        self._meta_lock = threading.Lock()       # read-modify-write of counters from forwarding threads
+        self._meta_lock = threading.Lock()
+        self._key_alerted = False       # read-modify-write of counters from forwarding threads
         if self.store.get_meta("initialized_at") is None:
             self.store.set_meta("initialized_at", iso(self.clock()))
         self.host.call_isolated("kiosk_startup", kiosk=self)
         for storage in getattr(store, "recovered", []):
             self.notify(Notice(notices.STORE_RECOVERED, "Queue recovered after power loss",
                                "an unfinished write was set aside; nothing acknowledged was lost", "warning"))
+        self._tell_interrupted_sales()
+
+    def _tell_interrupted_sales(self) -> None:
+        """An online sale the kiosk died in the middle of: the customer never
+        saw "approved".  Tell the vendor once, before it is settled."""
+        for payment in self.store.live():
+            if payment.offline or payment.interrupted_told:
+                continue
+            payment.interrupted_told = True
+            self.store.save(payment)
+            self.notify(notices.interrupted(payment))
 
     # -- telling people ------------------------------------------------------
 
@@ -102,7 +114,8 @@ class Kiosk:
         self.host.call_isolated("kiosk_notify", only=self.config["notifier"]["use"], notice=notice)
 
     def _changed(self, payment: Payment, previous: str | None) -> None:
-        self.host.call_isolated("kiosk_payment_changed", payment=payment, previous_state=previous)
+        self.host.call_isolated("kiosk_payment_changed", payment=Payment.from_record(payment.to_record()),
+                                previous_state=previous)
 
     # -- online or not -------------------------------------------------------
 
@@ -166,6 +179,9 @@ class Kiosk:
             card_result = self.reader.read_card(amount, currency, offline, cancel, card)
         except ReaderError as exc:
             return SaleResult(REFUSED, f"reader: {exc}")
+        except Exception as exc:   # a reader plugin's bug must not take the kiosk down
+            log.exception("reader plugin failed in read_card")
+            return SaleResult(REFUSED, f"reader failed ({type(exc).__name__}); nothing stored")
         crash_point("sale:after_card")
         payment = self._store_sale(amount, currency, offline, card_result, customer)
         crash_point("sale:after_store")
@@ -179,7 +195,12 @@ class Kiosk:
         if not info.supports_offline:
             return SaleResult(REFUSED, f"{info.name} cannot take payments offline; "
                                        "use a chip reader or wait until Stripe is reachable", limit="reader")
-        limits = self.effective_limits(currency)
+        try:
+            limits = self.effective_limits(currency)
+        except Exception as exc:
+            log.exception("offline-limits policy failed")
+            return SaleResult(REFUSED, f"the offline-limits policy failed ({type(exc).__name__}); "
+                                       "offline sales are refused until it is fixed", limit="policy")
         if limits is None:
             return SaleResult(REFUSED, f"no offline limit is set for {currency.upper()}; "
                                        "offline sales in it are refused", limit="currency")
@@ -203,6 +224,18 @@ class Kiosk:
 
     def _charge_now(self, payment: Payment) -> SaleResult:
         outcome = self.forward_one(payment, tell=False)
+        if outcome.kind == "retry" and payment.state == PENDING:
+            # the answer was lost: ask Stripe what happened before telling the vendor anything
+            outcome = self.forward_one(payment, tell=False, lookup_only=True)
+        payment = self.store.get(payment.id) or payment
+        if outcome.kind == "auth_error" and payment.state == PENDING:
+            # a rejected key means Stripe did nothing: this sale is simply not charged
+            payment.state, payment.message, payment.settled_at = FAILED, \
+                f"not charged: {outcome.message}", iso(self.clock())
+            self.store.save(payment)
+            self._changed(payment, PENDING)
+            self.notify(notices.auth_failed(outcome.message))
+            return SaleResult(REFUSED, payment.message, payment)
         if payment.state == SUCCEEDED:
             self.notify(notices.approved(payment))
             return SaleResult(APPROVED, "approved", payment)
@@ -210,9 +243,12 @@ class Kiosk:
             self.notify(Notice("sale_declined", "Declined", f"{payment.decline_code or 'refused'}: "
                                f"{payment.message}", "warning", payment.public()))
             return SaleResult(DECLINED, f"declined: {payment.message}", payment)
-        # the attempt did not settle (network lost mid-way): the sale is safe and goes later
-        self.notify(notices.stored_offline(payment))
-        return SaleResult(APPROVED_OFFLINE, f"stored — will be sent when Stripe answers ({outcome.message})",
+        # Stripe's answer is lost and the lookup could not settle it: the vendor must know
+        payment.interrupted_told = True
+        self.store.save(payment)
+        self.notify(notices.interrupted(payment))
+        return SaleResult(UNCONFIRMED, "not confirmed: Stripe did not answer. The sale is kept and will be "
+                                       "settled when Stripe answers — do not charge the card again until then",
                           payment)
 
     # -- forwarding ----------------------------------------------------------
@@ -222,31 +258,40 @@ class Kiosk:
         delay = min(sync["retry_max_seconds"], sync["retry_base_seconds"] * 2 ** max(0, attempts - 1))
         return delay * random.uniform(0.8, 1.2)
 
-    def forward_one(self, payment: Payment, tell: bool = True) -> Outcome:
-        """One attempt for one payment, following the rules in the module docstring."""
+    def forward_one(self, payment: Payment, tell: bool = True, lookup_only: bool = False) -> Outcome:
+        """One attempt for one payment, following the rules in the module
+        docstring.  Works on the stored copy: if another thread is forwarding
+        it, waits for that attempt and reports what it settled."""
         with self._in_flight_lock:
-            if payment.id in self._in_flight:
-                return Outcome("retry", message="already being forwarded")
+            while payment.id in self._in_flight:
+                self._in_flight_lock.wait()
+            current = self.store.get(payment.id)
+            if current is None or current.settled:
+                return _outcome_of(current)
             self._in_flight.add(payment.id)
         try:
-            return self._forward_one(payment, tell)
+            return self._forward_one(current, tell, lookup_only)
         finally:
             with self._in_flight_lock:
                 self._in_flight.discard(payment.id)
+                self._in_flight_lock.notify_all()
 
-    def _forward_one(self, payment: Payment, tell: bool) -> Outcome:
+    def _forward_one(self, payment: Payment, tell: bool, lookup_only: bool = False) -> Outcome:
         unknown_before = payment.attempts > 0
         previous = payment.state
         now = iso(self.clock())
         payment.state, payment.attempts, payment.last_attempt_at = FORWARDING, payment.attempts + 1, now
-        payment.first_attempt_at = payment.first_attempt_at or now
+        if payment.first_attempt_at is None:
+            payment.first_attempt_at = now
+            stripe_now = getattr(self.sync, "stripe_now", None)
+            payment.first_attempt_stripe_at = stripe_now() if stripe_now else None
         self.store.save(payment)                         # durable: an attempt has started
         crash_point("forward:after_mark")
         outcome = None
-        if unknown_before:
+        if unknown_before or lookup_only:
             outcome = self.sync.lookup(payment)
             if outcome.kind == "not_found":
-                outcome = None
+                outcome = Outcome("retry", message="Stripe has no record of it yet") if lookup_only else None
         if outcome is None:
             outcome = self.sync.send(payment)
         crash_point("forward:after_send")
@@ -293,7 +338,12 @@ class Kiosk:
         ``progress(done, total)`` is called as payments settle."""
         with self._forward_lock:
             if not self.check_online():
-                return SyncReport(reached=False, pending=len(self.store.live()))
+                rejected = getattr(self.sync, "key_rejected", False)
+                report = SyncReport(reached=rejected, pending=len(self.store.live()),
+                                    auth_error="Stripe rejected the API key" if rejected else None)
+                if rejected:
+                    self._alert_key(report.auth_error)
+                return report
             now = self.clock()
             due = [p for p in self.store.live() if force or self._due(p, now)]
             report = SyncReport(reached=True)
@@ -320,6 +370,7 @@ class Kiosk:
             for outcome in outcomes:
                 if outcome is not None and outcome.kind == "auth_error":
                     report.auth_error = outcome.message
+            unsettled = any(o is not None and o.kind == "retry" for o in outcomes)
             live = self.store.live()
             still_live = {p.id for p in live}
             settled = [self.store.get(p.id) for p in due if p.id not in still_live]
@@ -327,10 +378,17 @@ class Kiosk:
             report.failed = sum(1 for p in settled if p and p.state == FAILED)
             report.pending = len(live)
             if report.auth_error:
-                self.notify(notices.auth_failed(report.auth_error))
-            else:
-                self.note_synced(force=True)
+                self._alert_key(report.auth_error)
+            elif not unsettled:
+                self._key_alerted = False
+                self.note_synced(force=True)     # only a pass Stripe fully answered counts as a sync
             return report
+
+    def _alert_key(self, message: str) -> None:
+        """Tell the vendor once per outage, not every poll."""
+        if not self._key_alerted:
+            self._key_alerted = True
+            self.notify(notices.auth_failed(message))
 
     def note_synced(self, force: bool = False) -> None:
         import time
@@ -341,31 +399,26 @@ class Kiosk:
     # -- the 24-hour window ----------------------------------------------------
 
     def remind(self) -> list[Notice]:
-        """Send each configured reminder once, as the oldest pending payment ages."""
+        """Remind the vendor as the oldest pending payment crosses each
+        configured age; each threshold once for that payment.  When several
+        are crossed at once (the kiosk was off), only the most urgent is sent."""
         now = self.clock()
-        sent = []
         live = self.store.live()
-        for hours in self.config["kiosk"]["reminder_hours"]:
-            crossing = [p for p in live if hours not in p.reminded_hours
-                        and (now - p.created()).total_seconds() >= hours * 3600]
-            if not crossing:
-                continue
-            for payment in crossing:
-                with self._in_flight_lock:
-                    # never write over a payment a forwarding thread holds; it is leaving anyway
-                    if payment.id in self._in_flight:
-                        continue
-                    current = self.store.get(payment.id)
-                    if current is None or current.settled:
-                        continue
-                    current.reminded_hours = sorted(set(current.reminded_hours) | {hours})
-                    self.store.save(current)
-                    payment.reminded_hours = current.reminded_hours
-            oldest = (now - min(p.created() for p in live)).total_seconds() / 3600
-            notice = notices.reminder(max(hours, oldest), len(live), WINDOW_HOURS)
-            self.notify(notice)
-            sent.append(notice)
-        return sent
+        if not live:
+            return []
+        with self._in_flight_lock:
+            oldest = self.store.get(live[0].id)
+            if oldest is None or oldest.settled or oldest.id in self._in_flight:
+                return []
+            age = (now - oldest.created()).total_seconds() / 3600
+            due = [h for h in self.config["kiosk"]["reminder_hours"] if h <= age and h not in oldest.reminded_hours]
+            if not due:
+                return []
+            oldest.reminded_hours = sorted(set(oldest.reminded_hours) | set(due))
+            self.store.save(oldest)                      # durable before the reminder goes out
+        notice = notices.reminder(age, len(live), WINDOW_HOURS)
+        self.notify(notice)
+        return [notice]
 
     # -- the appliance loop ----------------------------------------------------
 
@@ -382,6 +435,8 @@ class Kiosk:
                         self.forward(force=forced, stop=stop)
                     else:
                         self.note_synced()
+                elif getattr(self.sync, "key_rejected", False):
+                    self._alert_key("Stripe rejected the API key")
                 self.remind()
                 self.store.maintain()
             except Exception:
@@ -407,7 +462,12 @@ class Kiosk:
         currencies = sorted({self.config.currency, *by_currency, *self.config["limits"]["currencies"]})
         limits = {}
         for code in currencies:
-            effective = self.effective_limits(code)
+            try:
+                effective = self.effective_limits(code)
+            except Exception as exc:
+                log.exception("offline-limits policy failed")
+                limits[code] = {"error": f"offline-limits policy failed ({type(exc).__name__})"}
+                continue
             if effective is not None:
                 limits[code] = dict(effective.as_dict(), left=max(0, effective.total - by_currency.get(code, {}).get("amount", 0)))
         info = self.reader.info()
@@ -432,6 +492,17 @@ class Kiosk:
                 part.close()
             except Exception:
                 log.exception("closing %s failed", type(part).__name__)
+
+
+def _outcome_of(payment: Payment | None) -> Outcome:
+    """What a payment someone else settled came to."""
+    if payment is None:
+        return Outcome("refused", message="no such payment")
+    if payment.state == SUCCEEDED:
+        return Outcome("succeeded", payment_intent=payment.payment_intent)
+    kind = "declined" if payment.decline_code else "refused"
+    return Outcome(kind, payment_intent=payment.payment_intent, decline_code=payment.decline_code,
+                   message=payment.message)
 
 
 def check_contact(contact: str) -> str:

@@ -48,8 +48,9 @@ def kiosk_settings():
 def kiosk_startup(kiosk):
     """The kiosk is ready: plugins are open and the queue is loaded.
 
-    :param kiosk: the :class:`kiosk.engine.Kiosk` (its ``store``, ``feed``,
-        ``status()`` and ``take_sale()`` are the stable surface).
+    :param kiosk: the :class:`kiosk.engine.Kiosk` (its ``config``, ``store``,
+        ``status()``, ``take_sale()``, ``forward()`` and ``wake`` are the
+        stable surface).
     Called once, on every plugin, before the first sale.  Return value ignored.
     Isolated: an exception is logged and start-up goes on.
     """
@@ -120,8 +121,11 @@ def kiosk_notify(notice):
     :param notice: a :class:`kiosk.notices.Notice` (``kind``, ``title``,
         ``message``, ``level``, ``payment`` summary or ``None``, ``at``).
     Called on every plugin named in ``[notifier] use``, after the change the
-    notice reports is durable.  Return value ignored.  Isolated: a notifier
-    that raises is logged by name and never stops or loses a sale.
+    notice reports is durable, on the thread that made the change -- the
+    sale's, or one of several forwarding threads at once: return quickly and
+    hand slow work (network, sound) to a thread of your own.  Return value
+    ignored.  Isolated: a notifier that raises is logged by name and never
+    stops or loses a sale.
     """
 
 
@@ -136,7 +140,9 @@ def kiosk_open_display(kiosk, settings):
     :returns: an object with the :class:`kiosk.interfaces.Display` interface;
         ``kiosk run`` calls its ``run(stop)`` on the main thread.
     Called once by ``kiosk run`` (not ``--headless``), only on the plugin named
-    by ``[display] use``.  Stops at first non-None result.
+    by ``[display] use``.  If it raises, or ``run`` raises, the kiosk logs it
+    and carries on headless: forwarding never stops for a screen.
+    Stops at first non-None result.
     """
 
 
@@ -146,11 +152,11 @@ def kiosk_open_display(kiosk, settings):
 def kiosk_payment_changed(payment, previous_state):
     """A payment was stored or changed state.
 
-    :param payment: the :class:`kiosk.payment.Payment` as now stored (read it,
-        do not change it).
+    :param payment: a copy of the :class:`kiosk.payment.Payment` as now stored.
     :param previous_state: its state before, or ``None`` when just stored.
-    Called on every plugin after the change is durable.  Return value
-    ignored.  Isolated: an exception is logged by plugin name.
+    Called on every plugin after the change is durable, on the thread that
+    made it (as ``kiosk_notify``: return quickly).  Return value ignored.
+    Isolated: an exception is logged by plugin name.
     """
 
 

@@ -16,7 +16,8 @@ from importlib.metadata import entry_points
 import pluggy
 
 from . import hookspecs
-from .config import Setting
+from .config import ConfigError, Setting
+from .interfaces import ReaderError, StoreAlarm, StoreBusy
 
 log = logging.getLogger("kiosk.host")
 
@@ -132,9 +133,9 @@ class Host:
             result = caller(**kwargs)
         except PluginError:
             raise
+        except (StoreAlarm, StoreBusy, ConfigError, ReaderError):
+            raise
         except Exception as exc:
-            if type(exc).__name__ in ("StoreAlarm", "StoreBusy", "ConfigError", "ReaderError"):
-                raise
             raise PluginError(f"{kind} plugin {name!r} failed to open: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
         if result is None:
             raise PluginError(f"{kind} plugin {name!r} returned nothing from {hook}")

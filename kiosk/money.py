@@ -25,7 +25,7 @@ top try ttd twd tzs uah ugx uyu uzs vnd vuv wst xaf xcd xcg xof xpf yer zar zmw
 
 # Stripe's exponent where it is not 2 (docs: "Zero-decimal" and "Three-decimal currencies").
 _STRIPE_ZERO_DECIMAL = frozenset(
-    "bif clp djf gnf jpy kmf krw mga pyg rwf vnd vuv xaf xof xpf".split())
+    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
 _STRIPE_THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
 
 # Stripe's minimum charge per currency, in Stripe's own units (docs: "Minimum and
@@ -110,6 +110,8 @@ def parse_amount(text: str, currency: str) -> int:
     code = currency_code(currency)
     digits = minor_digits(code)
     raw = str(text).strip()
+    if len(raw) > 20:
+        raise MoneyError(f"amount {raw[:20]!r}… is too long")
     try:
         value = Decimal(raw)
     except InvalidOperation:

@@ -22,6 +22,7 @@ AUTH_FAILED = "auth_failed"        # Stripe rejected the API key; forwarding sto
 ONLINE = "online"
 OFFLINE = "offline"
 STORE_RECOVERED = "store_recovered"
+INTERRUPTED = "interrupted"        # an online sale whose outcome is not known yet
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,10 @@ def limit_reached(message: str) -> Notice:
 def auth_failed(message: str) -> Notice:
     return Notice(AUTH_FAILED, "Stripe key rejected",
                   f"{message} — forwarding stopped; payments are kept", "error")
+
+
+def interrupted(payment: Payment) -> Notice:
+    return Notice(INTERRUPTED, "Online sale not confirmed",
+                  f"{_what(payment)} taken {payment.created_at}: Stripe's answer was lost. It is kept and "
+                  "will be settled when Stripe answers — do not charge the card again until then",
+                  "warning", payment.public())

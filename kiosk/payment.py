@@ -63,6 +63,7 @@ class Payment:
     request: dict | None = None     # exact parameters, stored before the first attempt
     attempts: int = 0
     first_attempt_at: str | None = None
+    first_attempt_stripe_at: float | None = None   # Stripe's clock then (unix), for lookups
     last_attempt_at: str | None = None
     next_attempt_at: str | None = None
     payment_intent: str | None = None
@@ -71,6 +72,7 @@ class Payment:
     settled_at: str | None = None
     reminded_hours: list = field(default_factory=list)
     followed_up: bool = False
+    interrupted_told: bool = False  # an online sale cut short: the vendor was told once
 
     @property
     def settled(self) -> bool:

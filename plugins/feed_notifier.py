@@ -16,7 +16,7 @@ log = logging.getLogger("kiosk.notice")
 from kiosk import notices
 
 KEPT = frozenset({notices.FORWARDED, notices.DECLINED, notices.REMINDER, notices.LIMIT_REACHED,
-                  notices.AUTH_FAILED, notices.STORE_RECOVERED})
+                  notices.AUTH_FAILED, notices.STORE_RECOVERED, notices.INTERRUPTED})
 _LEVELS = {"info": logging.INFO, "success": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 

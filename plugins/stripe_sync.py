@@ -7,8 +7,9 @@ parameters come from the stored payment, so every retry -- in this process
 or after a crash -- sends the same request.  stripe-python retries network
 errors, 409 and 5xx itself with that key.
 
-Never logs the API key.  Requests are paced under Stripe's rate limit
-(25/s in test mode, 100/s live).
+Never logs the API key or a request body: stripe-python's own console
+logging (``STRIPE_LOG``) is switched off.  Requests are paced under Stripe's
+rate limit (25/s in test mode, 100/s live).
 """
 from __future__ import annotations
 
@@ -18,9 +19,18 @@ import stat
 import threading
 import time
 from collections import deque
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-import stripe
+# stripe-python prints request and response bodies (tokens, metadata) to
+# stderr when STRIPE_LOG is set, reading it once at import: never here.
+os.environ.pop("STRIPE_LOG", None)
+import stripe  # noqa: E402
+
+stripe.log = None
+if hasattr(stripe, "_util"):
+    stripe._util.STRIPE_LOG = None  # in case stripe was imported before us
+logging.getLogger("stripe").setLevel(logging.WARNING)   # its debug lines carry request bodies
 
 from kiosk.config import Setting
 from kiosk.hookspecs import hookimpl
@@ -38,7 +48,7 @@ SETTINGS = {
         "max_network_retries": Setting(int, 2, "stripe-python's own retries of one attempt"),
         "concurrency": Setting(int, 4, "Payments forwarded at once"),
         "max_requests_per_second": Setting(float, 0.0, "0: 22/s for test keys, 90/s for live keys (Stripe: 25 and 100)"),
-        "lookup_margin_minutes": Setting(float, 15.0, "Clock-skew margin when looking up an unknown outcome"),
+        "lookup_margin_minutes": Setting(float, 60.0, "Extra look-back when looking up an unknown outcome"),
     },
 }
 
@@ -112,24 +122,57 @@ class StripeForwarder:
                     timeout=min(2.0, settings["reachability_timeout"])))
         else:
             self.client = self.probe = None
+        self.deadline = min(2.0, settings["reachability_timeout"])
         self.problem = None if self.api_key else NO_KEY
+        self.key_rejected = False
+        self.clock_offset = 0.0
 
     # -- online check ---------------------------------------------------------
 
     def reachable(self) -> bool:
-        """One cheap authenticated request with a short timeout.  A rejected
-        key counts as reachable: forwarding then reports the key clearly.
-        Without any key Stripe is out of reach."""
+        """One cheap authenticated request, answered within the deadline
+        (<= 2 s) whatever the network does: the request runs on its own thread
+        and a late answer counts as unreachable.  A rejected key is not
+        reachable for selling; ``key_rejected`` tells forwarding to alert."""
         if self.probe is None:
             return False
-        self.pace.wait()
-        try:
-            self.probe.v1.payment_intents.list(params={"limit": 1})
-        except (stripe.AuthenticationError, stripe.PermissionError):
-            return True
-        except stripe.StripeError:
+        answer: dict = {}
+
+        def probe():
+            self.pace.wait()
+            try:
+                page = self.probe.v1.payment_intents.list(params={"limit": 1})
+                answer["ok"] = True
+                self._note_stripe_clock(page)
+            except (stripe.AuthenticationError, stripe.PermissionError):
+                answer["rejected"] = True
+            except stripe.StripeError:
+                pass
+        worker = threading.Thread(target=probe, name="stripe-probe", daemon=True)
+        worker.start()
+        worker.join(self.deadline)
+        if worker.is_alive():
             return False
-        return True
+        if "rejected" in answer:
+            self.key_rejected, self.problem = True, "Stripe rejected the API key"
+            return False
+        if answer.get("ok"):
+            self.key_rejected, self.problem = False, None
+            return True
+        return False
+
+    def _note_stripe_clock(self, response) -> None:
+        """Stripe's clock, from the Date header: lookups must not trust ours
+        (a Raspberry Pi has no real-time clock)."""
+        try:
+            stripe_now = parsedate_to_datetime(response.last_response.headers["Date"]).timestamp()
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return
+        self.clock_offset = stripe_now - time.time()
+
+    def stripe_now(self) -> float:
+        """Unix time as Stripe sees it, as far as we last heard."""
+        return time.time() + self.clock_offset
 
     # -- one payment ----------------------------------------------------------
 
@@ -173,9 +216,12 @@ class StripeForwarder:
         if self.client is None:
             return Outcome("auth_error", message=NO_KEY)
         from kiosk.payment import parse_iso
-        since = parse_iso(payment.first_attempt_at or payment.created_at)
+        # the earlier of our clock and Stripe's at the first attempt, less a margin
+        since = parse_iso(payment.first_attempt_at or payment.created_at).timestamp()
+        if payment.first_attempt_stripe_at:
+            since = min(since, payment.first_attempt_stripe_at)
         margin = self.settings["lookup_margin_minutes"] * 60
-        params = {"limit": 100, "created": {"gte": int(since.timestamp() - margin)}}
+        params = {"limit": 100, "created": {"gte": int(since - margin)}}
         found = []
         try:
             while True:
@@ -205,8 +251,12 @@ class StripeForwarder:
 
 def _from_intent(intent: dict) -> Outcome:
     status = intent.get("status")
-    if status in ("succeeded", "requires_capture"):
+    if status == "succeeded":
         return Outcome("succeeded", payment_intent=intent["id"])
+    if status == "requires_capture":
+        # we never ask for manual capture; someone changed it at Stripe
+        return Outcome("refused", payment_intent=intent["id"],
+                       message="authorised but not captured: capture or cancel it in the Stripe Dashboard")
     error = intent.get("last_payment_error") or {}
     if status == "requires_payment_method" and error:
         return Outcome("declined", payment_intent=intent["id"],

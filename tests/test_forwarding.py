@@ -78,10 +78,12 @@ def test_rejected_key_stops_forwarding_keeps_queue_and_alerts(tmp_path, fake_str
     report = kiosk.forward()
     assert report.reached and report.auth_error and report.succeeded == 0
     assert len(kiosk.store.live()) == 3 and all(p.state == PENDING for p in kiosk.store.live())
-    # it stopped at the first rejection instead of trying every payment
-    creates = [r for r in fake_stripe.requests if r["method"] == "POST"]
-    assert len(creates) == 1
+    # the online check saw the rejection: no payment was even tried
+    assert [r for r in fake_stripe.requests if r["method"] == "POST"] == []
     assert kiosk.store.notices()[-1]["kind"] == "auth_failed"
+    kiosk.forward()
+    assert [n["kind"] for n in kiosk.store.notices()].count("auth_failed") == 1   # once per outage
+    assert kiosk.store.get_meta("last_sync_at") is None      # a rejected key is not a sync
     fake_stripe.reject_api_keys(False)
     assert kiosk.forward().succeeded == 3 and len(fake_stripe.payment_intents) == 3
 
@@ -178,3 +180,65 @@ def test_background_loop_forwards_when_stripe_comes_back(tmp_path, fake_stripe, 
         kiosk.wake.set()
         worker.join(10)
     assert kiosk.store.live() == [] and len(fake_stripe.payment_intents) == 2
+
+
+def test_key_rejected_mid_pass_stops_the_pass(tmp_path, fake_stripe, open_kiosk):
+    kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk, stripe={"concurrency": 1})
+    sell(kiosk, "visa", "visa", "visa")
+    kiosk.check_online()
+    fake_stripe.reject_api_keys(True)
+    outcome = kiosk.forward_one(kiosk.store.live()[0])
+    assert outcome.kind == "auth_error" and kiosk.store.live()[0].state == PENDING
+    assert [r for r in fake_stripe.requests if r["method"] == "POST"][0]["status"] == 401
+
+
+def test_failed_attempts_do_not_count_as_a_sync(tmp_path, fake_stripe, open_kiosk):
+    kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk)
+    sell(kiosk, "visa")
+    fake_stripe.drop_next(1)                 # Stripe reached, but no answer to the payment
+    report = kiosk.forward()
+    assert report.pending == 1 and kiosk.store.get_meta("last_sync_at") is None
+    assert kiosk.forward().succeeded == 1 and kiosk.store.get_meta("last_sync_at")
+
+
+def test_lookup_uses_stripes_clock_not_the_kiosks(tmp_path, fake_stripe, open_kiosk):
+    """A Raspberry Pi has no real-time clock: with the kiosk 3 hours fast, a
+    lost answer after Stripe pruned the key must still be found."""
+    from kiosk.payment import utcnow
+    from datetime import timedelta
+    kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk)
+    kiosk.clock = lambda: utcnow() + timedelta(hours=3)
+    [payment] = sell(kiosk, "visa")
+    kiosk.check_online()                 # learns Stripe's clock from the Date header
+    fake_stripe.drop_next(1)
+    kiosk.forward()
+    fake_stripe.prune_idempotency_keys()
+    kiosk.forward()
+    assert kiosk.store.get(payment.id).state == SUCCEEDED
+    assert len(fake_stripe.intents_for(payment.id)) == 1
+
+
+def test_online_sale_and_background_forwarding_never_collide(tmp_path, fake_stripe, open_kiosk):
+    """The background loop may pick up a just-stored online sale; the sale
+    waits for that attempt and reports what Stripe said."""
+    import threading
+    from kiosk.hookspecs import hookimpl
+    from kiosk.boot import load_host
+    kiosk_ref = {}
+    results = []
+
+    class Meddler:
+        @hookimpl
+        def kiosk_payment_changed(self, payment, previous_state):
+            if previous_state is None:            # just stored, before the sale sends it
+                worker = threading.Thread(target=lambda: results.append(kiosk_ref["k"].forward()))
+                worker.start()
+                worker.join()
+    host = load_host()
+    host.register(Meddler(), "meddler")
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url), host=host)
+    kiosk_ref["k"] = kiosk
+    result = kiosk.take_sale(1000, card="insufficient_funds")
+    assert results and results[0].failed == 1
+    assert result.status == "declined" and result.payment.decline_code == "insufficient_funds"
+    assert len(fake_stripe.intents_for(result.payment.id)) == 1

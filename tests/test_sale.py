@@ -173,15 +173,120 @@ def test_reminders_go_out_once_per_threshold(tmp_path, fake_stripe, open_kiosk):
     clock = Clock()
     kiosk.clock = clock
     kiosk.take_sale(1000)
+    clock.now += timedelta(hours=1)
+    kiosk.take_sale(1000)                    # a second, younger payment must not repeat the reminders
     assert kiosk.remind() == []
-    clock.now += timedelta(hours=12, minutes=1)
+    clock.now += timedelta(hours=11, minutes=1)
     [first] = kiosk.remind()
-    assert first.kind == "reminder" and "12 h old" in first.message and "12 h left" in first.message
+    assert first.kind == "reminder" and "2 payment(s) waiting" in first.message
+    assert "12 h old" in first.message and "12 h left" in first.message and first.level == "warning"
+    clock.now += timedelta(hours=1)
+    assert kiosk.remind() == []              # the younger one crossing 12 h is not news
+    clock.now += timedelta(hours=7)
+    [second] = kiosk.remind()
+    assert "20 h old" in second.message and second.level == "warning"
+    clock.now += timedelta(hours=3)
+    [last] = kiosk.remind()
+    assert "23 h old" in last.message and "1 h left" in last.message and last.level == "error"
+    clock.now += timedelta(hours=2)
     assert kiosk.remind() == []
-    clock.now += timedelta(hours=11)
-    sent = kiosk.remind()
-    assert len(sent) == 2 and sent[-1].level == "error"   # 20 h and 23 h, the last one urgent
-    assert kiosk.remind() == []
-    # reminders survive a restart: the marks are stored with the payment
+    # the marks are stored with the payment, so a restart does not repeat them
     assert kiosk.store.live()[0].reminded_hours == [12.0, 20.0, 23.0]
     assert [n["kind"] for n in kiosk.store.notices()].count("reminder") == 3
+
+
+def test_a_kiosk_off_for_hours_sends_only_the_most_urgent_reminder(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"}))
+    clock = Clock()
+    kiosk.clock = clock
+    kiosk.take_sale(1000)
+    clock.now += timedelta(hours=21)
+    [only] = kiosk.remind()
+    assert "21 h old" in only.message and kiosk.remind() == []
+    assert kiosk.store.live()[0].reminded_hours == [12.0, 20.0]
+
+
+def fault_after_store(fake_stripe, **faults):
+    """A plugin that arms a fault at the peer once the sale is stored, i.e.
+    after the online check and before the charge is sent."""
+    from kiosk.boot import load_host
+    from kiosk.hookspecs import hookimpl
+
+    class Armer:
+        @hookimpl
+        def kiosk_payment_changed(self, payment, previous_state):
+            if previous_state is None:
+                for name, args in faults.items():
+                    getattr(fake_stripe, name)(*args)
+    host = load_host()
+    host.register(Armer(), "armer")
+    return host
+
+
+def test_online_sale_whose_answer_is_lost_is_looked_up_at_once(tmp_path, fake_stripe, open_kiosk):
+    host = fault_after_store(fake_stripe, drop_next=(1,))
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url), host=host)
+    result = kiosk.take_sale(1000, card="insufficient_funds")
+    assert result.status == DECLINED and result.payment.decline_code == "insufficient_funds"
+    assert len(fake_stripe.intents_for(result.payment.id)) == 1
+
+
+def test_online_sale_stripe_cannot_settle_is_unconfirmed_not_approved(tmp_path, fake_stripe, open_kiosk):
+    host = fault_after_store(fake_stripe, fail_next=(2, 500))
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url), host=host)
+    result = kiosk.take_sale(1000, card="visa")
+    assert result.status == "unconfirmed" and not result.ok and "do not charge the card again" in result.message
+    assert kiosk.store.get(result.payment.id).state == PENDING
+    assert kiosk.store.notices()[-1]["kind"] == "interrupted"
+    assert kiosk.forward().succeeded == 1 and len(fake_stripe.intents_for(result.payment.id)) == 1
+
+
+def test_rejected_key_during_an_online_sale_means_not_charged(tmp_path, fake_stripe, open_kiosk):
+    host = fault_after_store(fake_stripe, reject_api_keys=(True,))
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url), host=host)
+    result = kiosk.take_sale(1000, card="visa")
+    assert result.status == REFUSED and "not charged: Stripe rejected the API key" in result.message
+    assert kiosk.store.get(result.payment.id).state == FAILED and kiosk.store.live() == []
+    assert fake_stripe.payment_intents == []
+
+
+def test_rejected_key_counts_as_offline_for_selling(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "require_online"}))
+    fake_stripe.reject_api_keys(True)
+    assert kiosk.take_sale(1000).status == REFUSED
+    assert kiosk.sync.problem == "Stripe rejected the API key"
+
+
+def test_online_check_answers_within_two_seconds_even_from_a_stalled_peer(tmp_path, open_kiosk):
+    import socket
+    import threading
+    import time
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held = []
+    threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"   # accepts, then never says a word
+    kiosk = open_kiosk(write_config(tmp_path, url, stripe={"reachability_timeout": 2.0, "request_timeout": 30.0}))
+    started = time.monotonic()
+    online = kiosk.check_online()
+    elapsed = time.monotonic() - started
+    server.close()
+    assert online is False and elapsed < 2.5
+
+
+def test_a_broken_limits_policy_refuses_offline_sales_clearly(tmp_path, fake_stripe, open_kiosk):
+    from kiosk.boot import load_host
+    from kiosk.hookspecs import hookimpl
+
+    class Broken:
+        @hookimpl(tryfirst=True)
+        def kiosk_offline_limits(self, base, history):
+            raise ZeroDivisionError
+    host = load_host()
+    host.register(Broken(), "broken")
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"}),
+                       host=host)
+    result = kiosk.take_sale(1000)
+    assert result.status == REFUSED and result.limit == "policy" and kiosk.store.live() == []
+    assert "error" in kiosk.status()["limits"]["usd"]

@@ -3,6 +3,7 @@ disk, settled payments out of the live queue, and a damaged file is an alarm,
 never an empty queue."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -83,7 +84,7 @@ def damage_delete(path):
 @pytest.mark.parametrize("damage, words", [
     (damage_flip, "wrong key or tampered"),
     (damage_empty, "empty"),
-    (damage_header, ""),
+    (damage_header, "header"),
     (damage_delete, "missing"),
 ])
 def test_damaged_queue_is_an_alarm_and_kept_for_inspection(tmp_path, offline_config, damage, words):
@@ -142,3 +143,34 @@ def test_store_refuses_to_open_without_init(tmp_path):
     from plugins.tinydb_store import TinyDBStore
     with pytest.raises(StoreAlarm, match="run `kiosk init` first"):
         TinyDBStore(tmp_path / "nothing-here")
+
+
+def test_init_never_recreates_a_missing_queue(tmp_path, offline_config):
+    for _ in range(3):
+        assert run_kiosk("charge", "10.00", "--config", offline_config).returncode == 0
+    (tmp_path / "data" / "live.kdb").rename(tmp_path / "elsewhere.kdb")
+    again = run_kiosk("init", "--config", offline_config)
+    assert again.returncode == 5 and "live.kdb" in again.stderr
+    assert not (tmp_path / "data" / "live.kdb").exists()
+    (tmp_path / "elsewhere.kdb").rename(tmp_path / "data" / "live.kdb")
+    assert len(json.loads(run_kiosk("queue", "--json", "--config", offline_config).stdout)) == 3
+
+
+def test_history_compaction_does_not_hold_up_a_sale(offline_config, open_kiosk):
+    import threading
+    kiosk = open_kiosk(offline_config, create=False)
+    store = kiosk.store
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_history_work():
+        with store.history_lock:         # as a long compaction of history.kdb holds it
+            entered.set()
+            release.wait(10)
+    worker = threading.Thread(target=slow_history_work)
+    worker.start()
+    entered.wait(5)
+    try:
+        assert kiosk.take_sale(1000, card="visa").ok     # would wait for `release` if locks were shared
+    finally:
+        release.set()
+        worker.join()

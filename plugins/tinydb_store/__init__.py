@@ -56,25 +56,32 @@ def _open_db(path: Path, key: bytes, label: str, create: bool, compact_every: in
 
 
 class TinyDBStore:
-    """The :class:`kiosk.interfaces.PaymentStore` on two encrypted TinyDB files."""
+    """The :class:`kiosk.interfaces.PaymentStore` on encrypted TinyDB files.
+
+    Each file has its own lock, so background work on history (settling,
+    compaction) never holds up a sale, which only touches ``live.kdb``."""
 
     def __init__(self, data_dir: Path, create: bool = False, compact_every: int = 2000):
         self.dir = Path(data_dir)
-        self.lock = threading.RLock()
+        self.live_lock, self.history_lock, self.feed_lock = threading.RLock(), threading.RLock(), threading.RLock()
         self._lock_file = None
-        if create:
+        existing = [n for n in (KEY_FILE, LIVE_FILE, HISTORY_FILE) if (self.dir / n).exists()]
+        fresh = create and not existing
+        if fresh:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            log_storage.create_key(self.dir / KEY_FILE)
-        elif not self.dir.is_dir() or not any((self.dir / n).exists() for n in (KEY_FILE, LIVE_FILE)):
+        elif not self.dir.is_dir() or not existing:
             raise StoreAlarm(f"no kiosk data in {self.dir}: run `kiosk init` first")
         self._hold_process_lock()
         try:
+            if fresh:
+                log_storage.create_key(self.dir / KEY_FILE)
             key = log_storage.load_key(self.dir / KEY_FILE)
         except log_storage.StoreAlarm as exc:
             raise StoreAlarm(str(exc)) from None
-        self.live_db = _open_db(self.dir / LIVE_FILE, key, "live", create, compact_every)
-        self.history_db = _open_db(self.dir / HISTORY_FILE, key, "history", create, compact_every)
-        self.feed_db = _open_db(self.dir / FEED_FILE, key, "feed", create, compact_every)
+        # once a store exists, a missing queue file is an alarm, even for `kiosk init`
+        self.live_db = _open_db(self.dir / LIVE_FILE, key, "live", fresh, compact_every)
+        self.history_db = _open_db(self.dir / HISTORY_FILE, key, "history", fresh, compact_every)
+        self.feed_db = _open_db(self.dir / FEED_FILE, key, "feed", create or fresh, compact_every)
         self.recovered = [db.storage for db in self.dbs
                           if getattr(db.storage, "recovered_torn_tail", False)]
         self.live_payments = self.live_db.table("payments")
@@ -115,47 +122,51 @@ class TinyDBStore:
     # -- payments -------------------------------------------------------------
 
     def add(self, payment: Payment) -> None:
-        with self.lock:
-            if payment.id in self._live_ids or payment.id in self._history_ids:
-                raise ValueError(f"payment {payment.id} is already stored")
-            if payment.settled:
+        if payment.id in self._live_ids or payment.id in self._history_ids:
+            raise ValueError(f"payment {payment.id} is already stored")
+        if payment.settled:
+            with self.history_lock:
                 self._history_ids[payment.id] = self.history.insert(payment.to_record())
-            else:
+        else:
+            with self.live_lock:
                 self._live_ids[payment.id] = self.live_payments.insert(payment.to_record())
 
     def save(self, payment: Payment) -> None:
-        with self.lock:
-            record = payment.to_record()
-            if payment.settled:
-                # history first: a crash between the two writes leaves a copy in both, never in neither
+        record = payment.to_record()
+        if payment.settled:
+            # history first: a crash between the two writes leaves a copy in both, never in neither
+            with self.history_lock:
                 if payment.id in self._history_ids:
                     self.history.upsert(Document(record, doc_id=self._history_ids[payment.id]))
                 else:
                     self._history_ids[payment.id] = self.history.insert(record)
+            with self.live_lock:
                 doc_id = self._live_ids.pop(payment.id, None)
                 if doc_id is not None:
                     self.live_payments.remove(doc_ids=[doc_id])
-            else:
+        else:
+            with self.live_lock:
                 doc_id = self._live_ids.get(payment.id)
                 if doc_id is None:
                     raise KeyError(f"payment {payment.id} is not in the live queue")
                 self.live_payments.upsert(Document(record, doc_id=doc_id))
 
     def get(self, payment_id: str) -> Payment | None:
-        with self.lock:
+        with self.live_lock:
             if payment_id in self._live_ids:
                 return Payment.from_record(self.live_payments.get(doc_id=self._live_ids[payment_id]))
+        with self.history_lock:
             if payment_id in self._history_ids:
                 return Payment.from_record(self.history.get(doc_id=self._history_ids[payment_id]))
-            return None
+        return None
 
     def live(self) -> list[Payment]:
-        with self.lock:
+        with self.live_lock:
             payments = [Payment.from_record(doc) for doc in self.live_payments.all()]
         return sorted(payments, key=lambda p: p.created_at)
 
     def settled(self, limit: int | None = None) -> list[Payment]:
-        with self.lock:
+        with self.history_lock:
             docs = self.history.all()
         docs = docs[::-1] if limit is None else docs[:-limit - 1:-1]
         return [Payment.from_record(doc) for doc in docs]
@@ -163,12 +174,12 @@ class TinyDBStore:
     # -- bookkeeping ----------------------------------------------------------
 
     def get_meta(self, name: str, default=None):
-        with self.lock:
+        with self.live_lock:
             doc_id = self._meta_ids.get(name)
             return default if doc_id is None else self.meta.get(doc_id=doc_id)["value"]
 
     def set_meta(self, name: str, value) -> None:
-        with self.lock:
+        with self.live_lock:
             doc_id = self._meta_ids.get(name)
             if doc_id is None:
                 self._meta_ids[name] = self.meta.insert({"name": name, "value": value})
@@ -176,26 +187,27 @@ class TinyDBStore:
                 self.meta.upsert(Document({"name": name, "value": value}, doc_id=doc_id))
 
     def add_notice(self, notice: dict) -> None:
-        with self.lock:
+        with self.feed_lock:
             self.feed.insert(notice)
 
     def notices(self, limit: int = 100) -> list[dict]:
-        with self.lock:
+        with self.feed_lock:
             docs = self.feed.all()
         return [dict(doc) for doc in docs[-limit:]]
 
     def maintain(self) -> None:
-        with self.lock:
+        with self.feed_lock:
             surplus = len(self.feed) - NOTICES_KEPT
             if surplus > 0:
                 oldest = sorted(doc.doc_id for doc in self.feed.all())[:surplus]
                 self.feed.remove(doc_ids=oldest)
-            for db in self.dbs:
+        for db, lock in zip(self.dbs, (self.live_lock, self.history_lock, self.feed_lock)):
+            with lock:
                 if db.storage.needs_compaction():
                     db.storage.compact()
 
     def close(self) -> None:
-        with self.lock:
+        with self.live_lock, self.history_lock, self.feed_lock:
             for db in self.dbs:
                 db.close()
             if self._lock_file is not None:
