@@ -44,6 +44,7 @@ class OfflineOffer:
     currency: str
     limits: Limits
     stored: Stored
+    customer: str | None = None   # the confirm step may fill this in, for follow-up
     risk_note: str = ("Offline: the card is checked only when the kiosk is back online; "
                       "a decline then is the vendor's loss.")
 
@@ -88,8 +89,9 @@ class Kiosk:
         self._in_flight: set[str] = set()
         self._in_flight_lock = threading.Condition()   # guards _in_flight; waiters hear when one leaves
         self._last_sync_note = 0.0
-        self._meta_lock = threading.Lock()
-        self._key_alerted = False       # read-modify-write of counters from forwarding threads
+        self._meta_lock = threading.Lock()       # read-modify-write of counters from forwarding threads
+        self._key_alerted = False                # the vendor has been told the key is rejected
+        self.sync_progress = (0, 0)              # (done, total) of the current or last pass
         if self.store.get_meta("initialized_at") is None:
             self.store.set_meta("initialized_at", iso(self.clock()))
         self.host.call_isolated("kiosk_startup", kiosk=self)
@@ -121,7 +123,7 @@ class Kiosk:
 
     def check_online(self) -> bool:
         online = self.sync.reachable()
-        if online != self.online and self.online is not None:
+        if online != self.online:
             self.notify(Notice(notices.ONLINE, "Online", "Stripe is reachable", "success") if online
                         else Notice(notices.OFFLINE, "Offline", "sales are stored on the kiosk", "warning"))
         self.online = online
@@ -171,9 +173,12 @@ class Kiosk:
             if refusal is not None:
                 return refusal
             if behavior == "prefer_online":
-                offer = OfflineOffer(amount, currency, self.effective_limits(currency), self.stored(currency))
+                offer = OfflineOffer(amount, currency, self.effective_limits(currency), self.stored(currency),
+                                     customer=customer)
                 if confirm is None or not confirm(offer):
                     return SaleResult(CANCELLED, "offline sale not confirmed; nothing stored")
+                if offer.customer != customer:       # the vendor typed a contact on the confirm screen
+                    customer = check_contact(offer.customer) if offer.customer else None
 
         try:
             card_result = self.reader.read_card(amount, currency, offline, cancel, card)
@@ -362,8 +367,10 @@ class Kiosk:
                     done += 1
                     if progress is not None:
                         progress(done, len(due))
+                    self._progress(done, len(due))
                 return outcome
 
+            self._progress(0, len(due))
             workers = max(1, min(self.sync.concurrency, len(due)))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="forward") as pool:
                 outcomes = list(pool.map(work, due))
@@ -371,6 +378,8 @@ class Kiosk:
                 if outcome is not None and outcome.kind == "auth_error":
                     report.auth_error = outcome.message
             unsettled = any(o is not None and o.kind == "retry" for o in outcomes)
+            if done < len(due):          # stopped early: the pass is over all the same
+                self._progress(len(due), len(due))
             live = self.store.live()
             still_live = {p.id for p in live}
             settled = [self.store.get(p.id) for p in due if p.id not in still_live]
@@ -383,6 +392,29 @@ class Kiosk:
                 self._key_alerted = False
                 self.note_synced(force=True)     # only a pass Stripe fully answered counts as a sync
             return report
+
+    def _progress(self, done: int, total: int) -> None:
+        self.sync_progress = (done, total)
+        self.host.call_isolated("kiosk_sync_progress", done=done, total=total)
+
+    def request_sync(self) -> None:
+        """"Sync now" from a button or screen: the background loop forwards at once."""
+        self.wake.set()
+
+    def mark_followed_up(self, payment_id: str) -> Payment:
+        """The vendor has dealt with a failed payment (called the customer...)."""
+        payment = self.store.get(payment_id)
+        if payment is None or payment.state != FAILED:
+            raise ValueError(f"no failed payment {payment_id}")
+        if not payment.followed_up:
+            payment.followed_up = True
+            self.store.save(payment)
+            self._changed(payment, FAILED)
+        return payment
+
+    def needs_attention(self) -> list[Payment]:
+        """Failed payments the vendor has not followed up yet, newest first."""
+        return [p for p in self.store.settled() if p.state == FAILED and not p.followed_up]
 
     def _alert_key(self, message: str) -> None:
         """Tell the vendor once per outage, not every poll."""

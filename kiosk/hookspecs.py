@@ -160,6 +160,17 @@ def kiosk_payment_changed(payment, previous_state):
     """
 
 
+@hookspec
+def kiosk_sync_progress(done, total):
+    """Forwarding is under way: ``done`` of ``total`` payments have an answer.
+
+    Called on every plugin with ``(0, total)`` when a forwarding pass starts,
+    after each payment, and once more when the pass ends (``done == total``;
+    ``(0, 0)`` when there was nothing to send).  For progress bars and
+    "sending" lights.  Return value ignored.  Isolated.
+    """
+
+
 # -- offline-limits policy -----------------------------------------------------
 
 @hookspec(firstresult=True)

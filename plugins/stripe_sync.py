@@ -18,7 +18,6 @@ import os
 import stat
 import threading
 import time
-from collections import deque
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
@@ -47,7 +46,7 @@ SETTINGS = {
         "request_timeout": Setting(float, 20.0, "Seconds one request to Stripe may take"),
         "max_network_retries": Setting(int, 2, "stripe-python's own retries of one attempt"),
         "concurrency": Setting(int, 4, "Payments forwarded at once"),
-        "max_requests_per_second": Setting(float, 0.0, "0: 22/s for test keys, 90/s for live keys (Stripe: 25 and 100)"),
+        "max_requests_per_second": Setting(float, 0.0, "0: 22/s for test keys, 95/s for live keys (Stripe: 25 and 100)"),
         "lookup_margin_minutes": Setting(float, 60.0, "Extra look-back when looking up an unknown outcome"),
     },
 }
@@ -76,25 +75,27 @@ def read_key(settings: dict) -> str | None:
 
 
 class Pace:
-    """Keeps every sliding second at or under ``rate`` requests, across all
-    forwarding threads.  A window, not fixed spacing: a slot a worker was not
-    ready for is not lost."""
+    """A token bucket shared by all forwarding threads: ``rate`` requests a
+    second on average, bursts of at most ``burst``.  Any one second then sees
+    at most ``rate + burst`` requests even when network delays bunch them up
+    at Stripe's end; a slot a worker was not ready for is kept, within the burst."""
 
-    def __init__(self, rate: float):
-        self.rate = max(1, int(rate))
-        self.sent: deque[float] = deque()
+    def __init__(self, rate: float, burst: int = 2):
+        self.rate, self.burst = float(rate), float(burst)
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
         self.lock = threading.Lock()
 
     def wait(self) -> None:
         while True:
             with self.lock:
                 now = time.monotonic()
-                while self.sent and now - self.sent[0] >= 1.0:
-                    self.sent.popleft()
-                if len(self.sent) < self.rate:
-                    self.sent.append(now)
+                self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.tokens >= 1.0:
+                    self.tokens -= 1.0
                     return
-                pause = 1.0 - (now - self.sent[0])
+                pause = (1.0 - self.tokens) / self.rate
             time.sleep(pause)
 
 
@@ -106,7 +107,7 @@ class StripeForwarder:
         self.kiosk_id = kiosk_id
         self.api_key = read_key(settings)
         live = bool(self.api_key and self.api_key.startswith(("sk_live_", "rk_live_")))
-        rate = settings["max_requests_per_second"] or (90.0 if live else 22.0)
+        rate = settings["max_requests_per_second"] or (95.0 if live else 22.0)
         self.max_requests_per_second = rate
         self.concurrency = max(1, settings["concurrency"])
         self.pace = Pace(rate)

@@ -105,7 +105,7 @@ def test_third_party_plugin_is_found_through_its_entry_point(tmp_path, fake_stri
     path = write_config(tmp_path, fake_stripe.url, notifier={"use": ["feed", "acme_beeper"]}, acme={"log": "beeps"})
     assert run_kiosk("init", "--config", path, env=env).returncode == 0
     assert run_kiosk("charge", "5.00", "--config", path, env=env).returncode == 0
-    assert (tmp_path / "beeps").read_text() == "approved\n"
+    assert (tmp_path / "beeps").read_text() == "online\napproved\n"
     bad = write_config(tmp_path, fake_stripe.url, acme={"lgo": "x"})
     result = run_kiosk("status", "--config", bad, env=env)
     assert result.returncode == 2 and "unknown key [acme] lgo" in result.stderr
@@ -159,6 +159,10 @@ class Recorder:
     def kiosk_notify(self, notice):
         self.events.append(("notice", notice.kind))
 
+    @hookimpl
+    def kiosk_sync_progress(self, done, total):
+        self.events.append(("progress", done, total))
+
 
 class Exploding:
     @hookimpl
@@ -188,7 +192,8 @@ def test_lifecycle_and_payment_events_reach_plugins(tmp_path, fake_stripe, open_
     assert recorder.events == [
         ("startup", "test-kiosk"),
         ("changed", None, "pending"), ("notice", "stored_offline"),
-        ("changed", "pending", "succeeded"), ("notice", "forwarded"),
+        ("notice", "online"), ("progress", 0, 1),
+        ("changed", "pending", "succeeded"), ("notice", "forwarded"), ("progress", 1, 1),
         ("shutdown",),
     ]
 

@@ -290,3 +290,33 @@ def test_a_broken_limits_policy_refuses_offline_sales_clearly(tmp_path, fake_str
     result = kiosk.take_sale(1000)
     assert result.status == REFUSED and result.limit == "policy" and kiosk.store.live() == []
     assert "error" in kiosk.status()["limits"]["usd"]
+
+
+def test_confirm_step_can_add_a_customer_contact(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url))
+    fake_stripe.set_offline(True)
+
+    def confirm_with_contact(offer):
+        offer.customer = "+81 90 1234 5678"
+        return True
+    result = kiosk.take_sale(1000, card="visa", confirm=confirm_with_contact)
+    assert kiosk.store.get(result.payment.id).customer == "+81 90 1234 5678"
+
+    def confirm_with_nonsense(offer):
+        offer.customer = "not a contact"
+        return True
+    with pytest.raises(ValueError, match="neither an e-mail address nor a phone number"):
+        kiosk.take_sale(1000, card="visa", confirm=confirm_with_nonsense)
+    assert len(kiosk.store.live()) == 1
+
+
+def test_vendor_marks_a_failed_payment_followed_up(tmp_path, fake_stripe, open_kiosk):
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"}))
+    declined = kiosk.take_sale(1000, card="expired_card").payment
+    kiosk.take_sale(1000, card="visa")
+    kiosk.forward()
+    assert [p.id for p in kiosk.needs_attention()] == [declined.id]
+    kiosk.mark_followed_up(declined.id)
+    assert kiosk.needs_attention() == [] and kiosk.store.get(declined.id).followed_up
+    with pytest.raises(ValueError, match="no failed payment"):
+        kiosk.mark_followed_up("kp_nope")
