@@ -245,7 +245,23 @@ def cmd_run(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
-    return run_demo(Path(args.config), keep=args.keep)
+    return run_demo(Path(args.config), keep=args.keep, screen=not args.no_screen)
+
+
+def cmd_screenshot(args) -> int:
+    from plugins.touchscreen.screenshot import ScreenshotError, check_request, take_screenshot
+    try:
+        check_request(args.screen, args.size)
+    except ScreenshotError as exc:
+        raise Fail(str(exc)) from None
+    config = Path(args.config)
+    if not config.exists():
+        if args.config != str(default_path()):
+            raise Fail(f"{config}: no such configuration file")
+        config = None           # no config here: the built-in sample stall
+    out = take_screenshot(args.screen, Path(args.out), language=args.lang, size=args.size, config=config)
+    print(f"wrote {out}")
+    return EXIT_OK
 
 
 # -- parser ---------------------------------------------------------------------
@@ -285,6 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", cmd_demo, "walk through online, offline and forwarded sales against a local Stripe peer",
             json_flag=False)
     p.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+    p.add_argument("--no-screen", action="store_true", help="do not open the touchscreen at the end")
+    p = add("screenshot", cmd_screenshot, "draw a touchscreen screen with sample data to a PNG (headless)",
+            json_flag=False)
+    p.add_argument("screen", help="sale, present_card, confirm_offline, contact, result_approved, "
+                                  "result_approved_offline, result_declined, result_refused, result_unconfirmed, "
+                                  "payments, attention or sync")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--lang", choices=("en", "ja"), help="language (default: [kiosk] language)")
+    p.add_argument("--size", help="WIDTHxHEIGHT (default: [display.touchscreen] size)")
     return parser
 
 

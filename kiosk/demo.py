@@ -27,7 +27,48 @@ def _show(result) -> None:
     print(f"   {result.status.upper().replace('_', ' ')}{card}: {result.message}", flush=True)
 
 
-def run_demo(config_path: Path, keep: bool = False) -> int:
+def screen_skip_reason(no_screen: bool) -> str | None:
+    """Why the demo will not open the touchscreen, or None when it will."""
+    if no_screen:
+        return "--no-screen was given"
+    if os.environ.get("SDL_VIDEODRIVER", "").strip().lower() == "dummy":
+        return "SDL_VIDEODRIVER=dummy"
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.path.exists("/dev/dri/card0")):
+        return "no display found (DISPLAY and WAYLAND_DISPLAY unset, no /dev/dri/card0)"
+    return None
+
+
+def _show_touchscreen(kiosk, no_screen: bool) -> None:
+    """The market day's kiosk on the vendor's screen, until its window is closed."""
+    import logging
+    import threading
+    reason = screen_skip_reason(no_screen)
+    if reason is not None:
+        print(f"\nTouchscreen skipped: {reason}.", flush=True)
+        return
+    from .boot import plugin_settings
+    from .host import PluginError
+    _say("The vendor's touchscreen: close its window to finish")
+    try:
+        display = kiosk.host.call_on("touchscreen", "kiosk_open_display", kiosk=kiosk,
+                                     settings=plugin_settings(kiosk.host, kiosk.config, "touchscreen"))
+    except PluginError as exc:
+        print(f"   touchscreen could not open: {exc}", flush=True)
+        return
+    stop = threading.Event()
+    worker = threading.Thread(target=kiosk.run_background, args=(stop,), name="forwarder", daemon=True)
+    worker.start()
+    try:
+        display.run(stop)
+    except Exception:
+        logging.getLogger("kiosk").exception("touchscreen failed")
+    finally:
+        stop.set()
+        kiosk.wake.set()
+        worker.join(timeout=30)
+
+
+def run_demo(config_path: Path, keep: bool = False, screen: bool = True) -> int:
     from .fake_stripe import FakeStripe
     real_key = os.environ.get("STRIPE_API_KEY", "")
     use_stripe = real_key.startswith("sk_test_")
@@ -93,6 +134,7 @@ def run_demo(config_path: Path, keep: bool = False) -> int:
             print(f"   {p.state:<10} {format_amount(p.amount, p.currency):>9} {p.card.brand} •••• {p.card.last4}"
                   f"  {p.payment_intent or ''} {p.decline_code or ''}")
         print("\nNext: `kiosk --help`, the README, and docs/plugins.md for writing a plugin.")
+        _show_touchscreen(kiosk, no_screen=not screen)
         return 0
     finally:
         kiosk.close()

@@ -245,7 +245,7 @@ class Kiosk:
             self.notify(notices.approved(payment))
             return SaleResult(APPROVED, "approved", payment)
         if payment.state == FAILED:
-            self.notify(Notice("sale_declined", "Declined", f"{payment.decline_code or 'refused'}: "
+            self.notify(Notice(notices.SALE_DECLINED, "Declined", f"{payment.decline_code or 'refused'}: "
                                f"{payment.message}", "warning", payment.public()))
             return SaleResult(DECLINED, f"declined: {payment.message}", payment)
         # Stripe's answer is lost and the lookup could not settle it: the vendor must know
@@ -413,8 +413,11 @@ class Kiosk:
         return payment
 
     def needs_attention(self) -> list[Payment]:
-        """Failed payments the vendor has not followed up yet, newest first."""
-        return [p for p in self.store.settled() if p.state == FAILED and not p.followed_up]
+        """Failed forwards the vendor has not followed up yet, newest first:
+        payments that failed after the customer left (offline sales, and online
+        sales whose answer was lost) -- not a decline at the till."""
+        return [p for p in self.store.settled()
+                if p.state == FAILED and not p.followed_up and (p.offline or p.interrupted_told)]
 
     def _alert_key(self, message: str) -> None:
         """Tell the vendor once per outage, not every poll."""

@@ -13,6 +13,7 @@ from .payment import Payment, iso, utcnow
 
 # kinds
 APPROVED = "approved"              # online sale charged
+SALE_DECLINED = "sale_declined"    # online sale declined at the till
 STORED_OFFLINE = "stored_offline"  # offline sale stored, will be forwarded
 FORWARDED = "forwarded"            # an offline payment reached Stripe and succeeded
 DECLINED = "declined"              # Stripe declined or refused a payment: follow up

@@ -198,7 +198,7 @@ def test_version_and_help():
 
 
 def test_demo_walks_through_a_market_day():
-    result = run_kiosk("demo", "--config", ROOT / "config.toml", env={"STRIPE_API_KEY": ""}, cwd=ROOT)
+    result = run_kiosk("demo", "--no-screen", "--config", ROOT / "config.toml", env={"STRIPE_API_KEY": ""}, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "APPROVED visa •••• 4242" in out and out.count("APPROVED OFFLINE") == 3

@@ -1,0 +1,283 @@
+"""Every word the touchscreen shows, in English and Japanese.
+
+One table per language with the same keys (a test checks they match);
+``Catalog(lang)("key", n=3)`` formats one.  Money is never formatted here:
+the screens use Babel through :func:`kiosk.money.format_amount` with
+:attr:`Catalog.locale`.  Strings never carry card data.
+"""
+from __future__ import annotations
+
+LOCALES = {"en": "en_US", "ja": "ja_JP"}
+
+EN = {
+    # status bar
+    "online": "Online",
+    "offline": "Offline",
+    "checking": "Checking…",
+    "pending": "{n} pending",
+    "oldest": "oldest {age}",
+    "all_sent": "Nothing waiting",
+    "sending": "Sending {done}/{total}",
+    "age_hm": "{h} h {m:02d} min",
+    "age_m": "{m} min",
+    # navigation
+    "nav_sale": "Sale",
+    "nav_payments": "Payments",
+    "nav_attention": "Attention",
+    "nav_attention_n": "Attention ({n})",
+    "nav_sync": "Sync",
+    # sale
+    "amount": "Amount",
+    "charge": "Charge {amount}",
+    "enter_amount": "Enter an amount",
+    "clear": "Clear",
+    "below_minimum": "The smallest charge is {amount}",
+    "too_large": "That amount is too large",
+    "take_card_hint": "Type the amount, then Charge",
+    # present card
+    "present_title": "Present card",
+    "present_hint": "Ask the customer to tap or insert their card",
+    "present_waiting": "Waiting for the card reader…",
+    "present_offline": "Offline sale: the card is stored and sent later",
+    "cancel": "Cancel",
+    "cancelling": "Cancelling…",
+    # confirm offline
+    "confirm_title": "Stripe unreachable — sell offline?",
+    "risk_note": "The card is checked only once back online: a decline then is your loss.",
+    "limit_left": "{left} of {total} offline limit left",
+    "per_sale": "Up to {amount} per sale",
+    "contact_label": "Customer contact (optional)",
+    "contact_add": "Add phone or e-mail",
+    "confirm": "Confirm offline sale",
+    # contact entry
+    "contact_title": "Customer phone or e-mail",
+    "done": "Done",
+    "mode_abc": "ABC",
+    "mode_123": "123",
+    "contact_invalid": "Not a phone number or e-mail address",
+    # results
+    "result_approved": "Approved",
+    "result_approved_offline": "Approved offline",
+    "result_offline_note": "Will be sent when back online",
+    "result_declined": "Declined",
+    "result_refused": "Refused",
+    "result_unconfirmed": "Not confirmed",
+    "result_unconfirmed_note": "Stripe did not answer. The sale is kept and settles when Stripe answers "
+                               "— do not charge the card again.",
+    "result_cancelled": "Cancelled",
+    "new_sale": "New sale",
+    "refused_reader": "Card reader: {detail}",
+    # refusal reasons (Japanese needs them; English shows the engine's own sentence)
+    "limit_per_transaction": "Over the offline limit per sale",
+    "limit_total": "Over the total offline limit",
+    "limit_count": "Too many payments waiting to be sent",
+    "limit_reader": "This reader cannot take payments offline",
+    "limit_currency": "No offline limit is set for this currency",
+    "limit_policy": "The offline-limits policy failed",
+    "limit_online_only": "Stripe cannot be reached and this kiosk takes online sales only",
+    # payments
+    "payments_title": "Payments",
+    "payments_count": "{n} shown",
+    "no_payments": "No payments yet",
+    "state_pending": "Pending",
+    "state_forwarding": "Sending",
+    "state_succeeded": "Sent",
+    "state_failed": "Failed",
+    "tag_offline": "offline",
+    # attention
+    "attention_title": "Needs attention",
+    "followed_up": "Followed up",
+    "no_contact": "No customer contact",
+    "customer": "Customer: {contact}",
+    "nothing_attention": "Nothing needs attention",
+    "online_lost": "online sale whose answer was lost",
+    # sync
+    "sync_title": "Sync",
+    "sync_now": "Sync now",
+    "sync_progress": "Sending {done} of {total}",
+    "sync_finished": "Last pass: {total} answered",
+    "sync_idle": "Nothing being sent",
+    "last_sync": "Last sync: {when}",
+    "never": "never",
+    "waiting_line": "{n} waiting: {totals}",
+    "nothing_waiting": "Nothing waiting to be sent",
+    "window_left": "{left} left of the 24 h window",
+    # banners, toasts, notices
+    "remind_1": "Go online soon: {n} waiting, {left} left to send",
+    "remind_2": "Go online now: {left} left to send {n} payment(s)",
+    "remind_3": "Only {left} left! Connect now to send {n} payment(s)",
+    "remind_over": "24-hour window passed — connect now, payments may fail",
+    "failure_one": "Payment declined — follow up: {what}",
+    "failure_many": "{n} payments declined — follow up",
+    "view": "View",
+    "ok": "OK",
+    "font_missing": "Japanese font not found (install fonts-noto-cjk) — showing English",
+    "toast_sent": "Sent: {what}",
+    "toast_sent_n": "Sent {n} payments",
+    "toast_cancelled": "Cancelled — nothing stored",
+    "toast_not_confirmed": "Offline sale not confirmed — nothing stored",
+    "toast_followed": "Marked as followed up",
+    "toast_sync": "Syncing now",
+    "notice_auth_failed": "Stripe rejected the API key — forwarding stopped, payments kept",
+    "notice_store_recovered": "Queue recovered after power loss",
+    "notice_interrupted": "Online sale not confirmed: {what} — do not charge again",
+}
+
+JA = {
+    "online": "オンライン",
+    "offline": "オフライン",
+    "checking": "確認中…",
+    "pending": "未送信 {n}件",
+    "oldest": "最古 {age}",
+    "all_sent": "未送信なし",
+    "sending": "送信中 {done}/{total}",
+    "age_hm": "{h}時間{m:02d}分",
+    "age_m": "{m}分",
+    "nav_sale": "販売",
+    "nav_payments": "支払い一覧",
+    "nav_attention": "要対応",
+    "nav_attention_n": "要対応 ({n})",
+    "nav_sync": "同期",
+    "amount": "金額",
+    "charge": "{amount} を請求",
+    "enter_amount": "金額を入力",
+    "clear": "クリア",
+    "below_minimum": "最低請求額は {amount} です",
+    "too_large": "金額が大きすぎます",
+    "take_card_hint": "金額を入力して請求を押してください",
+    "present_title": "カードをどうぞ",
+    "present_hint": "お客様にカードをタッチまたは挿入してもらってください",
+    "present_waiting": "カードリーダーを待っています…",
+    "present_offline": "オフライン販売：カードは保存され後で送信されます",
+    "cancel": "キャンセル",
+    "cancelling": "キャンセル中…",
+    "confirm_title": "Stripeに接続できません — オフラインで販売しますか？",
+    "risk_note": "カードはオンライン復帰後に確認されます。その時の拒否は店側の損失です。",
+    "limit_left": "オフライン上限 {total} のうち残り {left}",
+    "per_sale": "1回あたり最大 {amount}",
+    "contact_label": "お客様の連絡先（任意）",
+    "contact_add": "電話番号またはメールを追加",
+    "confirm": "オフライン販売を確定",
+    "contact_title": "お客様の電話番号またはメール",
+    "done": "完了",
+    "mode_abc": "ABC",
+    "mode_123": "123",
+    "contact_invalid": "電話番号またはメールアドレスではありません",
+    "result_approved": "承認されました",
+    "result_approved_offline": "オフラインで承認",
+    "result_offline_note": "オンライン復帰後に送信されます",
+    "result_declined": "拒否されました",
+    "result_refused": "お受けできません",
+    "result_unconfirmed": "未確認",
+    "result_unconfirmed_note": "Stripeから応答がありません。販売は保存され、応答後に確定します"
+                               " — カードを再度請求しないでください。",
+    "result_cancelled": "キャンセル",
+    "new_sale": "次の販売",
+    "refused_reader": "カードリーダー：{detail}",
+    "limit_per_transaction": "1回あたりのオフライン上限を超えています",
+    "limit_total": "オフライン合計上限を超えています",
+    "limit_count": "未送信の支払いが多すぎます",
+    "limit_reader": "このリーダーはオフライン決済に対応していません",
+    "limit_currency": "この通貨のオフライン上限が設定されていません",
+    "limit_policy": "オフライン上限の計算に失敗しました",
+    "limit_online_only": "Stripeに接続できません（オンライン販売のみの設定です）",
+    "payments_title": "支払い一覧",
+    "payments_count": "{n}件を表示",
+    "no_payments": "支払いはまだありません",
+    "state_pending": "未送信",
+    "state_forwarding": "送信中",
+    "state_succeeded": "送信済み",
+    "state_failed": "失敗",
+    "tag_offline": "オフライン",
+    "attention_title": "要対応",
+    "followed_up": "対応済み",
+    "no_contact": "お客様の連絡先なし",
+    "customer": "お客様：{contact}",
+    "nothing_attention": "対応が必要なものはありません",
+    "online_lost": "応答が失われたオンライン販売",
+    "sync_title": "同期",
+    "sync_now": "今すぐ同期",
+    "sync_progress": "{total}件中 {done}件 送信",
+    "sync_finished": "前回：{total}件 応答あり",
+    "sync_idle": "送信中のものはありません",
+    "last_sync": "最終同期：{when}",
+    "never": "なし",
+    "waiting_line": "未送信 {n}件：{totals}",
+    "nothing_waiting": "未送信の支払いはありません",
+    "window_left": "24時間の期限まで残り {left}",
+    "remind_1": "早めにオンラインに：未送信 {n}件、送信期限まで残り {left}",
+    "remind_2": "今すぐオンラインに：残り {left}で {n}件を送信",
+    "remind_3": "残り {left}！今すぐ接続して {n}件を送信",
+    "remind_over": "24時間を過ぎました — 今すぐ接続してください（失敗の恐れ）",
+    "failure_one": "支払いが拒否されました — 要対応：{what}",
+    "failure_many": "{n}件の支払いが拒否されました — 要対応",
+    "view": "表示",
+    "ok": "OK",
+    "font_missing": "Japanese font not found (install fonts-noto-cjk) — showing English",
+    "toast_sent": "送信済み：{what}",
+    "toast_sent_n": "{n}件を送信しました",
+    "toast_cancelled": "キャンセルしました — 保存なし",
+    "toast_not_confirmed": "オフライン販売は確定されませんでした — 保存なし",
+    "toast_followed": "対応済みにしました",
+    "toast_sync": "同期しています",
+    "notice_auth_failed": "StripeがAPIキーを拒否 — 送信停止中（支払いは保持）",
+    "notice_store_recovered": "停電後にキューを復旧しました",
+    "notice_interrupted": "オンライン販売が未確認：{what} — 再請求しないでください",
+}
+
+# Stripe decline codes a vendor meets most; others are shown as the code itself.
+DECLINES = {
+    "en": {
+        "insufficient_funds": "Insufficient funds",
+        "expired_card": "Expired card",
+        "incorrect_cvc": "Incorrect security code",
+        "lost_card": "Card reported lost",
+        "stolen_card": "Card reported stolen",
+        "card_declined": "Card declined",
+        "generic_decline": "Card declined",
+        "do_not_honor": "Declined by the bank",
+        "processing_error": "Processing error",
+        "fraudulent": "Declined as suspected fraud",
+    },
+    "ja": {
+        "insufficient_funds": "残高不足",
+        "expired_card": "有効期限切れ",
+        "incorrect_cvc": "セキュリティコードの誤り",
+        "lost_card": "紛失届のカード",
+        "stolen_card": "盗難届のカード",
+        "card_declined": "カードが拒否されました",
+        "generic_decline": "カードが拒否されました",
+        "do_not_honor": "カード会社が拒否",
+        "processing_error": "処理エラー",
+        "fraudulent": "不正の疑いで拒否",
+    },
+}
+
+TABLES = {"en": EN, "ja": JA}
+
+
+class Catalog:
+    """The strings of one language."""
+
+    def __init__(self, language: str):
+        self.language = language if language in TABLES else "en"
+        self.table = TABLES[self.language]
+        self.locale = LOCALES[self.language]
+
+    def __call__(self, key: str, **values) -> str:
+        text = self.table.get(key) or EN[key]
+        return text.format(**values) if values else text
+
+    def decline(self, code: str | None, message: str = "") -> str:
+        """A decline reason the vendor can say to a customer."""
+        if code and code in DECLINES[self.language]:
+            return DECLINES[self.language][code]
+        if code:
+            return code.replace("_", " ")
+        return message or self("result_declined")
+
+    def age(self, hours: float) -> str:
+        minutes = max(0, int(hours * 60))
+        if minutes < 60:
+            return self("age_m", m=minutes)
+        return self("age_hm", h=minutes // 60, m=minutes % 60)

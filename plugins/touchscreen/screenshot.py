@@ -1,0 +1,226 @@
+"""``kiosk screenshot``: draw any screen headless, with realistic sample data.
+
+The sample data is made by the real engine: a throw-away kiosk in a
+temporary directory takes sales against a :class:`kiosk.fake_stripe.FakeStripe`
+on 127.0.0.1 (online, offline, one declined when forwarded), so every screen
+shows what a vendor would see.  It never touches the user's data directory
+or Stripe, and it always uses SDL's dummy video driver.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+SCREENS = ("sale", "present_card", "confirm_offline", "contact", "result_approved", "result_approved_offline",
+           "result_declined", "result_refused", "result_unconfirmed", "payments", "attention", "sync")
+FAKE_KEY = "sk_test_screenshot_" + "0" * 16      # a made-up key for the local fake only
+
+# Amounts typed by the sample vendor, per currency digits (USD-like / JPY-like).
+SAMPLE = {
+    2: {"typed": "12.50", "sales": [("visa", "8.00", None), ("mastercard", "23.50", None),
+                                    ("insufficient_funds", "15.00", "+1 555 0100")],
+        "later": [("amex", "4.50"), ("visa", "12.00"), ("mastercard", "6.25")], "contact": "+1 555 0142"},
+    0: {"typed": "1200", "sales": [("visa", "800", None), ("mastercard", "2350", None),
+                                   ("insufficient_funds", "1500", "090-1234-5678")],
+        "later": [("amex", "450"), ("visa", "1200"), ("mastercard", "620")], "contact": "090-5555-0142"},
+}
+
+
+class ScreenshotError(ValueError):
+    """A bad screen name or size; ``str()`` is one line."""
+
+
+def check_request(screen: str, size: str | None) -> tuple[int, int] | None:
+    if screen not in SCREENS:
+        raise ScreenshotError(f"unknown screen {screen!r} (choose from: {', '.join(SCREENS)})")
+    if size is None:
+        return None
+    width, sep, height = size.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        raise ScreenshotError(f"size {size!r} must look like 800x480")
+    if not (320 <= int(width) <= 7680 and 240 <= int(height) <= 7680):
+        raise ScreenshotError(f"size {size!r} is out of range (320x240 to 7680x7680)")
+    return int(width), int(height)
+
+
+def _sample_config(directory: Path, language: str) -> Path:
+    currency = "jpy" if language == "ja" else "usd"
+    text = (f'[kiosk]\nid = "market-stall-1"\ncurrency = "{currency}"\nlanguage = "{language}"\n'
+            '[limits]\nper_transaction = 100.0\ntotal = 500.0\n'
+            '[limits.currencies.jpy]\nper_transaction = 15000\ntotal = 75000\n')
+    path = directory / "config.toml"
+    path.write_text(text)
+    return path
+
+
+class _ShiftedClock:
+    def __init__(self):
+        self.offset = timedelta(0)
+
+    def __call__(self):
+        from kiosk.payment import utcnow
+        return utcnow() - self.offset
+
+
+def take_screenshot(screen: str, out: Path, language: str | None = None, size: str | None = None,
+                    config: Path | None = None) -> Path:
+    """Draw ``screen`` and write it to ``out`` (PNG).  Returns ``out``."""
+    window = check_request(screen, size)
+    notice_log = logging.getLogger("kiosk.notice")
+    notice_level = notice_log.level
+    notice_log.setLevel(logging.CRITICAL)          # the sample day's notices are not news
+    os.environ["SDL_VIDEODRIVER"] = "dummy"     # forced: a screenshot never opens a window
+    os.environ["SDL_AUDIODRIVER"] = "dummy"
+    from kiosk.boot import open_kiosk, plugin_settings
+    from kiosk.fake_stripe import FakeStripe
+
+    work = Path(tempfile.mkdtemp(prefix="kiosk-screenshot-"))
+    saved_key = os.environ.get("STRIPE_API_KEY")
+    os.environ["STRIPE_API_KEY"] = FAKE_KEY                  # this process only, for the local fake
+    fake = FakeStripe(rate_limit=None).start()
+    kiosk = display = None
+    try:
+        if config is None:
+            config = _sample_config(work, language or "en")
+        overrides = {"storage": {"path": str(work / "data"), "use": "tinydb"},
+                     "reader": {"use": "simulated"}, "reader.simulated": {"mode": "chip", "delay_seconds": 0.0},
+                     "sync": {"use": "stripe", "retry_base_seconds": 0.0},
+                     "stripe": {"api_base": fake.url, "api_key_file": "", "max_network_retries": 0,
+                                "reachability_timeout": 1.0, "concurrency": 1, "max_requests_per_second": 0.0},
+                     "notifier": {"use": ["feed"]}, "display": {"use": "touchscreen"}}
+        if language:
+            overrides["kiosk"] = {"language": language}
+        kiosk = open_kiosk(Path(config), create=True, overrides=overrides)
+        sample = _fill(kiosk, fake)
+        from .display import TouchscreenDisplay, parse_size
+        settings = plugin_settings(kiosk.host, kiosk.config, "touchscreen")
+        window = window or parse_size(settings["display.touchscreen"]["size"])    # never full screen
+        display = TouchscreenDisplay(kiosk, settings, size=window)
+        _stage(display, kiosk, fake, screen, sample)
+        display.save(out)
+        return Path(out)
+    finally:
+        if display is not None:
+            display.close()
+        if kiosk is not None:
+            kiosk.close()
+        fake.stop()
+        if saved_key is None:
+            os.environ.pop("STRIPE_API_KEY", None)
+        else:
+            os.environ["STRIPE_API_KEY"] = saved_key
+        shutil.rmtree(work, ignore_errors=True)
+        notice_log.setLevel(notice_level)
+
+
+def _fill(kiosk, fake) -> dict:
+    """A market morning: an online sale, signal lost, offline sales, back online
+    (one declined when forwarded), signal lost again and more offline sales,
+    the oldest now 13 hours old."""
+    from kiosk.money import minor_digits, parse_amount
+    currency = kiosk.config.currency
+    sample = SAMPLE[2 if minor_digits(currency) else 0]
+    clock = _ShiftedClock()
+    kiosk.clock = clock
+    yes = lambda offer: True   # noqa: E731
+    clock.offset = timedelta(hours=14, minutes=20)
+    kiosk.take_sale(parse_amount(sample["typed"], currency), card="visa")
+    fake.set_offline(True)
+    for card, amount, customer in sample["sales"]:
+        clock.offset -= timedelta(minutes=9)
+        kiosk.take_sale(parse_amount(amount, currency), card=card, customer=customer, confirm=yes)
+    fake.set_offline(False)
+    clock.offset = timedelta(hours=13, minutes=30)
+    kiosk.forward()
+    fake.set_offline(True)
+    clock.offset = timedelta(hours=13, minutes=5)
+    for card, amount in sample["later"]:
+        clock.offset -= timedelta(minutes=17)
+        kiosk.take_sale(parse_amount(amount, currency), card=card, confirm=yes)
+    clock.offset = timedelta(0)
+    kiosk.check_online()           # offline, as the stall is now
+    return sample
+
+
+def _stage(display, kiosk, fake, screen: str, sample: dict) -> None:
+    """Bring the display to ``screen`` the way a vendor would get there."""
+    from .state import Sale
+    currency = kiosk.config.currency
+    ui = display.ui
+    for key in sample["typed"]:
+        display.act(f"key_{key}")
+    amount = ui.entry.minor
+    if screen in ("present_card", "confirm_offline", "contact"):
+        ui.sale = Sale(amount, currency)
+        if screen != "present_card":
+            offers = []
+            kiosk.take_sale(amount, currency, confirm=lambda offer: offers.append(offer) or False)
+            ui.sale.offer = offers[0]
+            ui.contact = sample["contact"] if screen == "confirm_offline" else sample["contact"][:7]
+    elif screen.startswith("result_"):
+        ui.result, ui.result_amount = _sale_for(kiosk, fake, screen[len("result_"):], amount, currency), \
+            (amount, currency)
+        screen = "result"
+    elif screen == "sync":
+        _half_a_pass(display, kiosk, fake)
+        return
+    display.show(screen)
+    display.catch_up()
+
+
+def _sale_for(kiosk, fake, status: str, amount: int, currency: str):
+    """A real sale through the engine that ends in ``status``."""
+    from kiosk.money import minor_digits
+    card = "insufficient_funds" if status == "declined" else "visa"
+    fake.set_offline(status not in ("approved", "declined", "unconfirmed"))
+    if status == "refused":
+        limits = kiosk.effective_limits(currency)
+        if limits is not None:
+            amount = limits.per_transaction + 10 ** minor_digits(currency)
+    if status == "unconfirmed":
+        result = _unconfirmed_sale(kiosk, fake, amount, currency)
+    else:
+        result = kiosk.take_sale(amount, currency, card=card, confirm=lambda offer: True)
+    fake.set_offline(True)
+    kiosk.check_online()
+    if result.status != status:
+        raise RuntimeError(f"sample sale ended {result.status}, not {status}: {result.message}")
+    return result
+
+
+def _half_a_pass(display, kiosk, fake) -> None:
+    """Forwarding under way: Stripe answers slowly, one payment at a time."""
+    fake.set_offline(False)
+    kiosk.check_online()
+    fake.latency = 0.5
+    passing = threading.Thread(target=kiosk.forward, daemon=True)
+    passing.start()
+    display.show("sync")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not 0 < kiosk.sync_progress[0] < kiosk.sync_progress[1]:
+        display.step(0.02)
+    display.catch_up()
+    passing.join(30)
+
+
+def _unconfirmed_sale(kiosk, fake, amount, currency):
+    """Stripe takes the charge, but the answer and the look-up after it are lost."""
+    from kiosk.hookspecs import hookimpl
+
+    class LoseAnswers:
+        @hookimpl
+        def kiosk_payment_changed(self, payment, previous_state):
+            if previous_state is None:
+                fake.fail_next(2, 500)
+
+    kiosk.host.register(LoseAnswers(), "screenshot-lose-answers")
+    try:
+        return kiosk.take_sale(amount, currency, card="visa")
+    finally:
+        kiosk.host.pm.unregister(name="screenshot-lose-answers")
