@@ -23,6 +23,7 @@ AUTH_FAILED = "auth_failed"        # Stripe rejected the API key; forwarding sto
 ONLINE = "online"
 OFFLINE = "offline"
 STORE_RECOVERED = "store_recovered"
+READER = "reader"                  # card reader connected, disconnected, battery low (reader plugins)
 INTERRUPTED = "interrupted"        # an online sale whose outcome is not known yet
 
 
