@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -84,6 +85,7 @@ class Kiosk:
         self.config, self.host, self.store, self.reader, self.sync = config, host, store, reader, sync
         self.clock = clock
         self.online: bool | None = None
+        self.recent_notices: deque[Notice] = deque(maxlen=50)   # for a screen that opens later
         self.wake = threading.Event()          # "sync now"
         self._forward_lock = threading.Lock()  # one forwarding pass at a time
         self._in_flight: set[str] = set()
@@ -113,7 +115,12 @@ class Kiosk:
     # -- telling people ------------------------------------------------------
 
     def notify(self, notice: Notice) -> None:
-        self.host.call_isolated("kiosk_notify", only=self.config["notifier"]["use"], notice=notice)
+        """To every notifier in ``[notifier] use`` and to the display in use."""
+        self.recent_notices.append(notice)
+        only = list(self.config["notifier"]["use"])
+        if self.config["display"]["use"]:
+            only.append(self.config["display"]["use"])
+        self.host.call_isolated("kiosk_notify", only=only, notice=notice)
 
     def _changed(self, payment: Payment, previous: str | None) -> None:
         self.host.call_isolated("kiosk_payment_changed", payment=Payment.from_record(payment.to_record()),

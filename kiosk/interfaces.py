@@ -6,6 +6,7 @@ methods, not the base class.  The small value types (``CardResult``,
 """
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Literal, Protocol, runtime_checkable
@@ -42,9 +43,21 @@ class CardResult:
             raise ReaderError(f"reader sent a bad last 4 digits: {len(self.last4)} characters")
         if not self.token or any(ch.isspace() for ch in self.token):
             raise ReaderError("reader sent an empty or malformed payment token")
-        # a token that is all digits looks like a card number: refuse to hold it
-        if self.token.replace(" ", "").isdigit() and len(self.token) >= 12:
+        if not _BRAND.fullmatch(self.brand):
+            raise ReaderError("reader sent a card brand that is not a plain word; refusing it")
+        if looks_like_card_number(self.token):
             raise ReaderError("reader sent what looks like a card number; refusing it")
+
+
+_BRAND = re.compile(r"[A-Za-z][A-Za-z _-]{0,29}")
+# 12 to 19 digits, however they are spaced or punctuated: a card number
+_CARD_DIGITS = re.compile(r"(?:\d[\s./_-]*){12,19}")
+
+
+def looks_like_card_number(text: str) -> bool:
+    """True when ``text`` holds a run of 12-19 digits, with or without
+    separators -- too close to a card number to store, log or show."""
+    return bool(_CARD_DIGITS.search(text))
 
 
 @runtime_checkable

@@ -392,7 +392,8 @@ class StatusLightPlugin:
                 self._live[payment.id] = payment.created_at
             if self._reminder is not None and self._reminder[1] not in self._live:
                 self._reminder = None   # the payment the reminder was about has reached Stripe
-            if payment.state == FAILED and not payment.followed_up:
+            # the engine's rule (Kiosk.needs_attention): failed after the customer left
+            if payment.state == FAILED and not payment.followed_up and (payment.offline or payment.interrupted_told):
                 self._attention.add(payment.id)
             else:
                 self._attention.discard(payment.id)

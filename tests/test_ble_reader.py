@@ -365,7 +365,9 @@ def test_the_reader_reconnects_on_its_own(ble_kiosk, notices):
     wait_for(lambda: not reader.info().connected, what="the drop")
     reader.run(reader.emulator.switch_on())
     wait_for(lambda: reader.info().connected, what="the reconnection")
-    assert notices.titles()[-2:] == ["Card reader disconnected", "Card reader connected"]
+    # notices travel on the reader's own thread: they may trail the state by a moment
+    wait_for(lambda: notices.titles()[-2:] == ["Card reader disconnected", "Card reader connected"],
+             what="the notices")
     assert kiosk.take_sale(500, card="visa").status == "approved"
 
 

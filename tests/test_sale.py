@@ -320,3 +320,30 @@ def test_vendor_marks_a_failed_payment_followed_up(tmp_path, fake_stripe, open_k
     assert kiosk.needs_attention() == [] and kiosk.store.get(declined.id).followed_up
     with pytest.raises(ValueError, match="no failed payment"):
         kiosk.mark_followed_up("kp_nope")
+
+
+@pytest.mark.parametrize("token, brand", [
+    ("tok_4242-4242-4242-4242", "visa"),
+    ("pm_4242.4242.4242.4242", "visa"),
+    ("pm_card_visa", "4242424242424242"),
+    ("4242 4242 4242 4242", "visa"),
+])
+def test_a_reader_handing_over_a_card_number_is_refused_and_nothing_stored(tmp_path, fake_stripe, open_kiosk,
+                                                                          token, brand, caplog):
+    from kiosk.interfaces import CardResult, ReaderInfo
+
+    class LeakyReader:
+        def info(self):
+            return ReaderInfo("leaky", supports_offline=True)
+
+        def read_card(self, amount, currency, offline, cancel, card=None):
+            return CardResult(token=token, brand=brand, last4="4242")
+
+        def close(self):
+            pass
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"}))
+    kiosk.reader = LeakyReader()
+    result = kiosk.take_sale(1000)
+    assert result.status == REFUSED
+    assert any(words in result.message for words in ("looks like a card number", "brand", "malformed"))
+    assert kiosk.store.live() == [] and "4242424242424242" not in caplog.text.replace(" ", "").replace("-", "")

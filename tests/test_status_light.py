@@ -153,6 +153,9 @@ def test_a_sale_declined_at_the_till_is_two_beeps(light_kiosk):
     assert all(close_to(on, DECLINED_BEEP) for on, _ in beeps)
     assert close_to(beeps[0][1], DECLINED_BEEP)             # the gap between the two
     assert level(BUZZER) == 0
+    # the customer is still there: nothing to follow up, so the light stays green
+    assert kiosk.needs_attention() == []
+    assert (level(GREEN), level(RED)) == (1, 0) and steady(GREEN)
 
 
 def test_a_forwarded_decline_beeps_twice_and_blinks_red_until_followed_up(light_kiosk, fake_stripe):

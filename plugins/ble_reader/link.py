@@ -192,7 +192,7 @@ class ReaderLink:
                                                     f"{_one_line(exc)}") from exc
         self._client = client
         info = await self.exchange(m.GetInfo(), m.Info)
-        if info.protocol_version != PROTOCOL_VERSION:
+        if info.protocol_version < PROTOCOL_VERSION:       # INFO says the highest version it speaks
             raise ReaderLinkError("not_a_reader", f"{info.name} speaks reader protocol version "
                                                   f"{info.protocol_version}; this kiosk speaks {PROTOCOL_VERSION}")
         log.info("card reader %s connected: %s, firmware %s, battery %s%%, %s", address, info.name, info.firmware,

@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from kiosk.interfaces import looks_like_card_number
+
 from .framing import Frame, ProtocolError
 from .profile import MAX_CARD_TIMEOUT, MAX_FRAME_SIZE, PROTOCOL_VERSION
 
@@ -65,7 +67,7 @@ MAX_BRAND = 20
 MAX_TOKEN = 400
 
 _CARD_TAIL = struct.Struct("<BHH")     # exp_month, exp_year, token length
-_CARD_NUMBER = re.compile(r"(?:\d[ -]?){12,19}")
+_CARD_NUMBER = re.compile(r"(?:\d[\s./_-]*){12,19}")   # as kiosk.interfaces.looks_like_card_number
 
 
 def scrub(text: str, limit: int = MAX_TEXT) -> str:
@@ -301,8 +303,11 @@ class CardResultMessage:
             raise r.fail(f"unknown result kind 0x{kind:02x}")
         if not (last4.isdigit() and last4.isascii()):
             raise r.fail("last 4 are not 4 ASCII digits")
-        if not (brand and brand.isascii() and all(ch.isalnum() or ch in "_-" for ch in brand.decode("ascii"))):
-            raise r.fail("brand is not a short ASCII word")
+        if not (brand and brand.isascii() and brand[:1].isalpha()
+                and all(ch.isalpha() or ch in "_-" for ch in brand.decode("ascii"))):
+            raise r.fail("brand is not a short ASCII word of letters")
+        if looks_like_card_number(token.decode("latin-1")):
+            raise r.fail("token holds what looks like a card number")
         if exp_month > 12 or (exp_year and not 2000 <= exp_year <= 2099):
             raise r.fail(f"expiry {exp_month}/{exp_year} is not a date")
         if kind == ResultKind.PROCESSOR_TOKEN and not (token.isascii() and token.decode("ascii").isprintable()

@@ -52,9 +52,9 @@ class TouchscreenPlugin:
 
     @hookimpl
     def kiosk_notify(self, notice):
-        """Only when listed in ``[notifier] use``: notices the screen shows no
-        other way (key rejected, queue recovered, sale unconfirmed) stay up
-        until acknowledged."""
+        """The kiosk sends every notice to the display plugin in use: the ones
+        the screen shows no other way (key rejected, queue recovered, sale
+        unconfirmed, reader trouble) stay up until acknowledged."""
         for display in list(OPEN_DISPLAYS):
             display.notice(notice)
 

@@ -120,6 +120,7 @@ EN = {
     "toast_sync": "Syncing now",
     "notice_auth_failed": "Stripe rejected the API key — forwarding stopped, payments kept",
     "notice_store_recovered": "Queue recovered after power loss",
+    "notice_reader": "Card reader — {what}",
     "notice_interrupted": "Online sale not confirmed: {what} — do not charge again",
 }
 
@@ -222,6 +223,7 @@ JA = {
     "toast_sync": "同期しています",
     "notice_auth_failed": "StripeがAPIキーを拒否 — 送信停止中（支払いは保持）",
     "notice_store_recovered": "停電後にキューを復旧しました",
+    "notice_reader": "カードリーダー：{what}",
     "notice_interrupted": "オンライン販売が未確認：{what} — 再請求しないでください",
 }
 

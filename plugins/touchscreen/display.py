@@ -113,6 +113,8 @@ class TouchscreenDisplay:
         self._attention_seq = -1
         self._chores.start()                    # its first read waits for the first frame: start-up is faster
         OPEN_DISPLAYS.append(self)
+        for notice in list(getattr(kiosk, "recent_notices", ())):   # sent before the screen existed
+            self.notice(notice)
 
     # -- fonts and language ----------------------------------------------------------
 
@@ -338,11 +340,15 @@ class TouchscreenDisplay:
             self.kiosk.request_sync()        # only sets an Event: the forwarder does the work
             self._toast(t("toast_sync"))
         elif name == "alert_view":
-            ui.alerts.clear()
+            ui.alerts[:] = [a for a in ui.alerts if a.kind != "declined"]   # they are all on that screen
             ui.screen = "attention"
             self._chores.refresh(attention=True)
-        elif name == "alert_ok":
-            ui.alerts.clear()
+        elif name == "alert_ok" and ui.alerts:
+            # only what the vendor saw: the grouped declines, or the one alert shown
+            if ui.alerts[0].kind == "declined":
+                ui.alerts[:] = [a for a in ui.alerts if a.kind != "declined"]
+            else:
+                ui.alerts.pop(0)
 
     def _page_size(self, screen: str) -> int:
         row_name = {"payments": "payment_row", "attention": "attention_row"}.get(screen)
@@ -428,7 +434,7 @@ class TouchscreenDisplay:
             self._toast(self.catalog("toast_cancelled" if sale.cancel.is_set() else "toast_not_confirmed"))
             return
         ui.result, ui.result_amount, ui.screen = result, (sale.amount, sale.currency), "result"
-        if result.ok:
+        if result.ok or result.status == "unconfirmed":   # never leave it ready to charge again
             ui.entry.clear()
         self._chores.refresh(attention=result.payment is not None and result.payment.state == FAILED)
 
@@ -490,6 +496,13 @@ class TouchscreenDisplay:
         self._chores.refresh(attention=payment.state == FAILED)
 
     def _notice(self, notice) -> None:
+        if notice.kind == "reader":
+            what = f"{notice.title}: {notice.message}" if notice.message else notice.title
+            if notice.level == "success":
+                self._toast(self.catalog("notice_reader", what=what))
+            else:      # off, not found, pairing refused, battery low: the vendor must see it
+                self.ui.alerts.append(Alert("reader", self.catalog("notice_reader", what=what)))
+            return
         key = {"auth_failed": "notice_auth_failed", "store_recovered": "notice_store_recovered",
                "interrupted": "notice_interrupted"}.get(notice.kind)
         if key is None:

@@ -153,11 +153,14 @@ def banners(ui: UiState, ctx: Context) -> list[tuple]:
     if ctx.font_note:
         shown.append(("font", "font", ctx.t("font_missing")))
     if ui.alerts:
+        # one alert at a time, oldest first; declines are grouped (they share a screen)
+        first = ui.alerts[0]
         declined = [a for a in ui.alerts if a.kind == "declined"]
-        if len(declined) > 1:
-            text = ctx.t("failure_many", n=len(declined))
-        else:
-            text = (declined or ui.alerts)[-1].text
+        text = ctx.t("failure_many", n=len(declined)) if first.kind == "declined" and len(declined) > 1 \
+            else first.text
+        hidden = len(ui.alerts) - (len(declined) if first.kind == "declined" else 1)
+        if hidden:
+            text += f" (+{hidden})"
         shown.append(("alert", "alert", text))
     level = reminder_level(ui, ctx)
     if level is not None:
