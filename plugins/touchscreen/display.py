@@ -114,7 +114,8 @@ class TouchscreenDisplay:
         self._chores.start()                    # its first read waits for the first frame: start-up is faster
         OPEN_DISPLAYS.append(self)
         for notice in list(getattr(kiosk, "recent_notices", ())):   # sent before the screen existed
-            self.notice(notice)
+            if notice.kind in ("store_recovered", "interrupted", "auth_failed", "reader"):
+                self.notice(notice)
 
     # -- fonts and language ----------------------------------------------------------
 
