@@ -27,20 +27,8 @@ def use_project_python() -> None:
         sys.path.insert(0, str(ROOT))
 
 
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} to TOML")
-
-
 def write_config(directory: Path, api_base: str = "http://127.0.0.1:9", **sections) -> Path:
-    """A config.toml in ``directory``, like tests/conftest.py's write_config
+    """A config.toml in ``directory``, as tests/conftest.py's write_config
     (``sections`` override tables; ``a__b`` names table [a.b])."""
     config = {
         "kiosk": {"id": "bench-kiosk", "currency": "usd", "offline_behavior": "force_offline"},
@@ -51,15 +39,14 @@ def write_config(directory: Path, api_base: str = "http://127.0.0.1:9", **sectio
         "reader": {"use": "simulated"},
         "limits": {"per_transaction": 100.0, "total": 10_000_000.0, "max_pending": 2000},
     }
+    import tomli_w   # the [test] extra, which the benches need anyway (psutil)
     for name, values in sections.items():
-        config.setdefault(name.replace("__", "."), {}).update(values)
-    lines = []
-    for table, values in config.items():
-        lines.append(f"[{table}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
-        lines.append("")
+        target = config
+        for part in name.split("__"):
+            target = target.setdefault(part, {})
+        target.update(values)
     path = Path(directory) / "config.toml"
-    path.write_text("\n".join(lines))
+    path.write_text(tomli_w.dumps(config))
     return path
 
 
