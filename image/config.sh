@@ -17,12 +17,15 @@ IMG="$OUT/$NAME.img"
 # Root: ext4, mounted read-only.  Data: ext4, the queue and its key.
 BOOT_LABEL=KIOSKBOOT ROOT_LABEL=KIOSKROOT DATA_LABEL=KIOSKDATA
 if [ "$CI" = 1 ]; then BOOT_MIB=64 DATA_MIB=64; else BOOT_MIB=256 DATA_MIB=512; fi
-ROOT_SLACK_MIB=96          # free space left on the root for a later apt-get in maintenance mode
+# The root's slot is fixed per flavour, bigger than the root, so that a later
+# image's root fits in an older card's slot: image/flash can then update the
+# card and keep its data partition (docs/updating.md).
+if [ "$CI" = 1 ]; then ROOT_SLOT_MIB=1280; else ROOT_SLOT_MIB=3072; fi
 
 # Packages of every build; the full (Raspberry Pi) build adds PACKAGES_RPI.
 PACKAGES="systemd systemd-sysv systemd-timesyncd udev dbus kmod iproute2 iputils-ping
  ca-certificates tzdata python3 python3-venv network-manager bluez openssh-server
- e2fsprogs dosfstools fonts-dejavu-core libgbm1 libegl1 libdrm2
+ e2fsprogs dosfstools fdisk fonts-dejavu-core libgbm1 libegl1 libdrm2
  linux-image-arm64 initramfs-tools zstd"
 PACKAGES_RPI="raspi-firmware firmware-brcm80211 bluez-firmware wireless-regdb
  libgl1-mesa-dri libgles2 fonts-noto-cjk fake-hwclock nano less"
