@@ -1,0 +1,564 @@
+"""image/flash: updating a kiosk card keeps the payments waiting on it.
+
+Small kiosk disk images are made here with the real tools (sfdisk, mkfs.vfat,
+mtools, mkfs.ext4 -d), with a real encrypted queue made by the kiosk's own
+code on the data partition; image/flash runs as a subprocess against them.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, write_config
+from kiosk.money import format_amount
+
+FLASH = ROOT / "image" / "flash"
+TOOLS = ("sfdisk", "mkfs.vfat", "mcopy", "mdir", "mdel", "mkfs.ext4", "debugfs", "e2image", "e2fsck", "blkid")
+# the e2fsprogs and fdisk tools live in sbin, which a user's PATH may lack
+PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+MISSING = [tool for tool in TOOLS if shutil.which(tool, path=PATH) is None]
+pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)} "
+                                                      "(apt-get install mtools dosfstools e2fsprogs fdisk)")
+
+MiB = 1 << 20
+BOOT_START, BOOT_MIB, ROOT_START = 4, 8, 12
+STRIPE_SECRET = "sk_test_" + "NEVERSHOWN" * 3
+SAMPLE_SETTINGS = b'# sample\n[kiosk]\nid = "market-stall-1"\n'
+VENDOR_APPLIED = b'# Applied 2026-11-01 09:00 UTC.\n[kiosk]\nid = "cheese-stall"\n[stripe]\nsecret_key = ""\n'
+
+
+# -- building disks ------------------------------------------------------------------
+
+def sh(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], check=True, capture_output=True,
+                          env=dict(os.environ, PATH=PATH), **kwargs)
+
+
+def make_disk(path: Path, *, boot: dict[str, bytes], root: dict[str, bytes], data: Path,
+              root_mib: int = 16, data_mib: int = 16, data_label: str = "KIOSKDATA") -> Path:
+    """An MBR disk like image/build makes: FAT boot, ext4 root, ext4 data
+    (DATA: the folder to make it from, or a data partition already made)."""
+    parts = path.with_name(path.name + ".parts")
+    parts.mkdir()
+    boot_img = parts / "boot.img"
+    # FAT12: too small for FAT32 here (the real boot partition is FAT32; see test_the_image_checks_agree_with_blkid)
+    sh("mkfs.vfat", "-n", "KIOSKBOOT", "-C", boot_img, BOOT_MIB * 1024)
+    for name, content in boot.items():
+        (parts / name).write_bytes(content)
+        sh("mcopy", "-i", boot_img, parts / name, f"::/{name}")
+    tree = parts / "root"
+    for name, content in root.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(content)
+    sh("mkfs.ext4", "-q", "-F", "-L", "KIOSKROOT", "-m", "0", "-d", tree, parts / "root.img", f"{root_mib}M")
+    if data.is_dir():
+        sh("mkfs.ext4", "-q", "-F", "-L", data_label, "-m", "0", "-d", data, parts / "data.img", f"{data_mib}M")
+    else:
+        shutil.copyfile(data, parts / "data.img")       # a data partition made already
+    data_start = ROOT_START + root_mib
+    with open(path, "wb") as disk:
+        disk.truncate((data_start + data_mib) * MiB)
+    table = (f"label: dos\nunit: sectors\n"
+             f"start={BOOT_START * 2048}, size={BOOT_MIB * 2048}, type=c, bootable\n"
+             f"start={ROOT_START * 2048}, size={root_mib * 2048}, type=83\n"
+             f"start={data_start * 2048}, size={data_mib * 2048}, type=83\n")
+    sh("sfdisk", "--quiet", path, input=table.encode())
+    with open(path, "r+b") as disk:
+        for name, start in (("boot.img", BOOT_START), ("root.img", ROOT_START), ("data.img", data_start)):
+            disk.seek(start * MiB)
+            disk.write((parts / name).read_bytes())
+    shutil.rmtree(parts)
+    return path
+
+
+def empty_data(where: Path) -> Path:
+    """The data partition of a new image: kiosk/ and system/, nothing in them."""
+    (where / "kiosk").mkdir(mode=0o700, parents=True)
+    (where / "system").mkdir()
+    return where
+
+
+def make_image(path: Path, version: str, root_mib: int = 16) -> Path:
+    data = empty_data(path.with_name(path.name + ".data"))
+    image_id = f"KIOSK_IMAGE_NAME=kiosk-{version}-ci\nKIOSK_VERSION={version}\n".encode()
+    return make_disk(path, root_mib=root_mib, data=data,
+                     boot={"kiosk-image-id.txt": image_id, "kiosk-settings.toml": SAMPLE_SETTINGS,
+                           "wifi.nmconnection.sample": b"[connection]\n"},
+                     root={"etc/kiosk-image-id": image_id, f"etc/marker-{version}": b"new root\n"})
+
+
+def queue_config(where: Path, data_dir: Path, api_base: str = "http://127.0.0.1:9") -> Path:
+    where.mkdir(exist_ok=True)
+    return write_config(where, api_base, storage={"path": str(data_dir)},
+                        kiosk={"id": "cheese-stall", "currency": "eur", "offline_behavior": "force_offline"},
+                        limits__currencies__jpy={"per_transaction": 20000, "total": 100000})
+
+
+def fill_queue(data_dir: Path, sales: list[tuple[int, str]], settle_with=None) -> None:
+    """A real queue, made by the kiosk's own code: offline sales, forwarded
+    to SETTLE_WITH (a FakeStripe) if given."""
+    from kiosk.boot import open_kiosk
+    api_base = settle_with.url if settle_with else "http://127.0.0.1:9"
+    config = queue_config(data_dir.parent / "config", data_dir, api_base)
+    kiosk = open_kiosk(config, create=True)
+    try:
+        for amount, currency in sales:
+            result = kiosk.take_sale(amount, currency, behavior="force_offline", confirm=lambda offer: True,
+                                     card="visa")
+            assert result.ok, result.message
+        if settle_with:
+            report = kiosk.forward(force=True)
+            assert report.reached and report.pending == 0, report.as_dict()
+    finally:
+        kiosk.close()
+
+
+def make_card(path: Path, sales=(), settle_with=None, boot_settings: dict | None = None,
+              damage: bool = False, version: str = "0.1.0") -> Path:
+    """A kiosk card that has been in use: settings applied, a queue, a Stripe key."""
+    data = empty_data(path.with_name(path.name + ".data"))
+    fill_queue(data / "kiosk", list(sales), settle_with)
+    key = data / "kiosk" / "stripe.key"
+    key.write_text(STRIPE_SECRET + "\n")
+    key.chmod(0o600)
+    (data / "system" / "config.toml").write_text('[kiosk]\nid = "cheese-stall"\n')
+    (data / "system" / "hostname").write_text("cheese\n")
+    if damage:
+        live = data / "kiosk" / "live.kdb"
+        raw = bytearray(live.read_bytes())
+        for at in range(len(raw) - 40, len(raw) - 30):
+            raw[at] ^= 0x5A
+        live.write_bytes(bytes(raw))
+    image_id = f"KIOSK_VERSION={version}\n".encode()
+    settings = {"kiosk-settings.applied.toml": VENDOR_APPLIED} if boot_settings is None else boot_settings
+    return make_disk(path, data=data, boot={"kiosk-image-id.txt": image_id, **settings},
+                     root={"etc/kiosk-image-id": image_id, f"etc/marker-{version}": b"old root\n"})
+
+
+def switched_off_during_a_sale(where: Path) -> Path:
+    """A data partition as a kiosk switched off without shutting down leaves
+    it (mounted data=journal): the queue in place holds no payment, the
+    newest sale is only in the ext4 journal, not yet replayed."""
+    from kiosk.boot import open_kiosk
+    data = empty_data(where / "data")
+    fill_queue(data / "kiosk", [])
+    before, after = where / "before.img", where / "after.img"
+    sh("mkfs.ext4", "-q", "-F", "-L", "KIOSKDATA", "-m", "0", "-b", "1024", "-d", data, before, "16M")
+    kiosk = open_kiosk(queue_config(where / "config", data / "kiosk"))
+    try:
+        assert kiosk.take_sale(1250, "eur", behavior="force_offline", confirm=lambda offer: True, card="visa").ok
+    finally:
+        kiosk.close()
+    # the same filesystem after the sale ...
+    shutil.copyfile(before, after)
+    script = "".join(f"rm /kiosk/{name}\nwrite {data}/kiosk/{name} /kiosk/{name}\nsif /kiosk/{name} mode 0100600\n"
+                     for name in ("live.kdb", "feed.kdb"))
+    (where / "sale.debugfs").write_text(script)
+    sh("debugfs", "-w", "-f", where / "sale.debugfs", after)
+    # ... goes into BEFORE's journal only: every block that changed but the superblock
+    old, new = before.read_bytes(), after.read_bytes()
+    changed = [n for n in range(2, len(old) // 1024) if old[n * 1024:(n + 1) * 1024] != new[n * 1024:(n + 1) * 1024]]
+    (where / "blocks.bin").write_bytes(b"".join(new[n * 1024:(n + 1) * 1024] for n in changed))
+    (where / "journal.debugfs").write_text(f"jo\njw -b {','.join(map(str, changed))} {where / 'blocks.bin'}\njc\n")
+    sh("debugfs", "-w", "-f", where / "journal.debugfs", before)
+    return before
+
+
+# -- reading disks ---------------------------------------------------------------------
+
+def part_offset(disk: Path, number: int) -> int:
+    table = json.loads(sh("sfdisk", "--json", disk).stdout)["partitiontable"]
+    return table["partitions"][number - 1]["start"] * 512
+
+
+def byte_range(disk: Path, start: int, end: int | None = None) -> bytes:
+    with open(disk, "rb") as handle:
+        handle.seek(start)
+        return handle.read(-1 if end is None else end - start)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def boot_files(disk: Path) -> dict[str, bytes]:
+    image = f"{disk}@@{part_offset(disk, 1)}"
+    names = [line[3:] for line in sh("mdir", "-b", "-i", image, "::/", text=True).stdout.splitlines()]
+    return {name: sh("mcopy", "-n", "-i", image, f"::/{name}", "-").stdout for name in names}
+
+
+def ext_cat(disk: Path, number: int, path: str) -> str:
+    result = sh("debugfs", "-R", f"cat {path}", f"{disk}?offset={part_offset(disk, number)}", text=True)
+    assert "not found" not in result.stderr, result.stderr
+    return result.stdout
+
+
+def ext_label(disk: Path, number: int) -> str:
+    return sh("blkid", "--probe", "--offset", part_offset(disk, number), "-s", "LABEL", "-o", "value",
+              disk, text=True).stdout.strip()
+
+
+def queue_on(disk: Path, where: Path) -> list[dict]:
+    """Dump the card's queue files again and list them with `kiosk queue`."""
+    data_dir = where / "dumped"
+    data_dir.mkdir(mode=0o700, parents=True)
+    device = f"{disk}?offset={part_offset(disk, 3)}"
+    for name in ("kiosk.key", "live.kdb", "history.kdb", "feed.kdb"):
+        sh("debugfs", "-R", f"dump -p /kiosk/{name} {name}", device, cwd=data_dir)
+    config = queue_config(where / "dumped-config", data_dir)
+    result = subprocess.run([sys.executable, "-m", "kiosk.cli", "queue", "--json", "--config", str(config)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def flash(*args) -> subprocess.CompletedProcess:
+    """image/flash as a script runs it: no terminal."""
+    return subprocess.run([sys.executable, str(FLASH), *map(str, args)], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120, env=dict(os.environ, PATH=PATH))
+
+
+def load_flash_module():
+    loader = importlib.machinery.SourceFileLoader("kiosk_flash", str(FLASH))
+    spec = importlib.util.spec_from_loader("kiosk_flash", loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kiosk_flash"] = module      # dataclasses look their module up
+    loader.exec_module(module)
+    return module
+
+
+# -- fixtures: built once, copied per test -------------------------------------------
+
+PENDING_SALES = [(1250, "eur"), (500, "jpy"), (300, "eur")]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from kiosk.fake_stripe import FakeStripe
+    where = tmp_path_factory.mktemp("flash")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STRIPE_API_KEY", "sk_test_" + "k1osk" * 5)
+        with FakeStripe() as peer:
+            cards = {
+                "pending": make_card(where / "pending" / "card.img", PENDING_SALES),
+                "settled": make_card(where / "settled" / "card.img", [(800, "eur"), (900, "eur")], settle_with=peer),
+                "fresh": make_card(where / "fresh" / "card.img"),
+                "damaged": make_card(where / "damaged" / "card.img", [(700, "eur")], damage=True),
+            }
+    new = make_image(where / "new" / "kiosk-0.2.0-ci.img", "0.2.0")
+    xz = new.with_name(new.name + ".xz")
+    xz.write_bytes(lzma.compress(new.read_bytes(), preset=1))
+    bigger = make_image(where / "bigger" / "kiosk-0.3.0-ci.img", "0.3.0", root_mib=20)
+    return {"where": where, "new": new, "xz": xz, "bigger": bigger, **cards}
+
+
+@pytest.fixture
+def card(built, tmp_path):
+    """A copy of one of the built cards: ``card("pending")``."""
+    def copy(kind: str) -> Path:
+        target = tmp_path / f"{kind}-card.img"
+        shutil.copyfile(built[kind], target)
+        return target
+    return copy
+
+
+# -- keeping the data partition ---------------------------------------------------------
+
+def test_update_keeps_the_data_partition_and_its_payments(built, card, tmp_path):
+    target = card("pending")
+    before = target.read_bytes()
+    before_ids = sorted(p["id"] for p in queue_on(target, tmp_path / "before"))
+    data_at = part_offset(target, 3)
+
+    result = flash("--yes", built["new"], target)
+
+    assert result.returncode == 0, result.stderr
+    after = target.read_bytes()
+    assert after[data_at:] == before[data_at:]                      # the data partition, byte for byte
+    assert after[:BOOT_START * MiB] == before[:BOOT_START * MiB]    # the partition table too
+    payments = queue_on(target, tmp_path / "after")
+    assert sorted(p["id"] for p in payments) == before_ids
+    assert {p["state"] for p in payments} == {"pending"}
+    # boot and root are the new image's
+    assert b"KIOSK_VERSION=0.2.0" in boot_files(target)["kiosk-image-id.txt"]
+    assert "KIOSK_VERSION=0.2.0" in ext_cat(target, 2, "/etc/kiosk-image-id")
+    assert ext_cat(target, 2, "/etc/marker-0.2.0") == "new root\n"
+    assert [ext_label(target, n) for n in (2, 3)] == ["KIOSKROOT", "KIOSKDATA"]
+    # what was kept, in the vendor's money
+    out = result.stdout
+    assert "3 payments" in out
+    assert format_amount(1550, "eur") in out and format_amount(500, "jpy") in out
+    assert "verified" in out and "MB/s" in out
+    assert STRIPE_SECRET not in out + result.stderr and "4242" not in out + result.stderr
+
+
+def test_update_carries_the_applied_settings_and_drops_the_sample(built, card):
+    target = card("pending")
+    assert flash("--yes", built["new"], target).returncode == 0
+    files = boot_files(target)
+    assert files["kiosk-settings.applied.toml"] == VENDOR_APPLIED
+    assert "kiosk-settings.toml" not in files                   # the sample would replace the vendor's settings
+    assert "wifi.nmconnection.sample" in files                  # the rest of the new boot partition is there
+
+
+def test_update_carries_settings_and_wifi_not_yet_applied(built, tmp_path):
+    vendor = b'[kiosk]\nid = "bakery"\n[stripe]\nsecret_key = ""\n'
+    wifi = b"[connection]\nid=market\ntype=wifi\n[wifi]\nssid=market\n"
+    target = make_card(tmp_path / "card.img",
+                       boot_settings={"kiosk-settings.toml": vendor, "market.nmconnection": wifi})
+    result = flash("--yes", built["new"], target)
+    assert result.returncode == 0, result.stderr
+    files = boot_files(target)
+    assert files["kiosk-settings.toml"] == vendor and files["market.nmconnection"] == wifi
+    assert "kiosk-settings.applied.toml" not in files
+
+
+def test_xz_image_updates_the_card(built, card):
+    target = card("pending")
+    data_at = part_offset(target, 3)
+    data_before = byte_range(target, data_at)
+    result = flash("--keep-data", "--yes", built["xz"], target)
+    assert result.returncode == 0, result.stderr
+    assert byte_range(target, data_at) == data_before
+    assert b"KIOSK_VERSION=0.2.0" in boot_files(target)["kiosk-image-id.txt"]
+
+
+def test_a_damaged_queue_is_kept_untouched_by_an_update(built, card):
+    target = card("damaged")
+    data_at = part_offset(target, 3)
+    data_before = byte_range(target, data_at)
+    result = flash("--yes", built["new"], target)
+    assert result.returncode == 0, result.stderr
+    assert byte_range(target, data_at) == data_before
+    assert "could not be read" in result.stdout and "live.kdb" in result.stderr
+    assert result.stderr.startswith("flash: warning: ")
+
+
+def test_image_whose_root_does_not_fit_the_card_is_refused(built, card):
+    target = card("pending")
+    before = sha(target)
+    result = flash("--yes", built["bigger"], target)
+    assert result.returncode == 3
+    assert result.stderr.startswith("flash: ") and result.stderr.count("\n") == 1
+    assert "--erase" in result.stderr and "root" in result.stderr
+    assert sha(target) == before
+
+
+def test_the_newest_sales_still_in_the_journal_are_counted(built, tmp_path):
+    data = switched_off_during_a_sale(tmp_path / "parts")
+    image_id = b"KIOSK_VERSION=0.1.0\n"
+    target = make_disk(tmp_path / "card.img", data=data, boot={"kiosk-image-id.txt": image_id},
+                       root={"etc/kiosk-image-id": image_id})
+    # read as it lies on the card, the queue looks empty ...
+    assert queue_on(target, tmp_path / "as-is") == []
+    before = sha(target)
+    # ... but erasing would lose the sale in the journal
+    refused = flash("--erase", "--yes", built["new"], target)
+    assert refused.returncode == 3, refused.stderr
+    assert "1 payment" in refused.stderr and format_amount(1250, "eur") in refused.stderr
+    assert sha(target) == before                    # and the card was not written to, not even replayed
+    kept = flash("--yes", built["new"], target)
+    assert kept.returncode == 0, kept.stderr
+    assert "1 payment" in kept.stdout and format_amount(1250, "eur") in kept.stdout
+
+
+# -- erasing ---------------------------------------------------------------------------
+
+def test_erase_is_refused_while_payments_wait(built, card):
+    target = card("pending")
+    before = sha(target)
+    result = flash("--erase", "--yes", built["new"], target)
+    assert result.returncode == 3
+    assert sha(target) == before
+    err = result.stderr
+    assert err.startswith("flash: refusing to erase") and err.count("\n") == 1
+    assert "3 payments" in err and format_amount(1550, "eur") in err and format_amount(500, "jpy") in err
+    assert "Sync now" in err and "--keep-data" in err
+    assert STRIPE_SECRET not in err + result.stdout
+
+
+def test_erase_is_refused_when_the_queue_cannot_be_read(built, card):
+    target = card("damaged")
+    before = sha(target)
+    result = flash("--erase", "--yes", built["xz"], target)
+    assert result.returncode == 3
+    assert sha(target) == before
+    assert result.stderr.startswith("flash: refusing to erase") and "cannot be read" in result.stderr
+    assert "live.kdb" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind", ["settled", "fresh"])
+def test_erase_is_allowed_once_nothing_is_pending(built, card, kind):
+    target = card(kind)
+    image = built["new"].read_bytes()
+    result = flash("--erase", "--yes", built["xz"], target)
+    assert result.returncode == 0, result.stderr
+    written = target.read_bytes()
+    assert written[:len(image)] == image
+    assert "verified" in result.stdout
+
+
+def test_erase_grows_a_smaller_file_and_never_shrinks_a_larger_one(built, tmp_path):
+    image = built["new"].read_bytes()
+    small, large = tmp_path / "small.img", tmp_path / "large.img"
+    small.write_bytes(b"\1" * MiB)
+    large.write_bytes(b"\2" * (len(image) + 3 * MiB))
+    for target in (small, large):
+        result = flash("--erase", "--yes", built["new"], target)
+        assert result.returncode == 0, result.stderr
+        assert target.read_bytes()[:len(image)] == image
+    assert small.stat().st_size == len(image)
+    assert large.stat().st_size == len(image) + 3 * MiB
+
+
+def test_a_blank_target_is_written_whole_without_asking_for_erase(built, tmp_path):
+    target = tmp_path / "blank.img"
+    target.write_bytes(b"")
+    result = flash("--yes", built["new"], target)
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == built["new"].read_bytes()
+    again = flash("--keep-data", "--yes", built["new"], target)
+    assert again.returncode == 0, again.stderr      # a kiosk card now, never started: nothing to count
+    assert "no payment queue yet" in again.stdout
+    other = tmp_path / "other.img"
+    other.write_bytes(b"\0" * MiB)
+    assert flash("--keep-data", "--yes", built["new"], other).returncode == 2
+
+
+# -- bad input writes nothing ------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_damaged_xz_is_exit_2_and_writes_nothing(built, card, tmp_path, damage):
+    raw = bytearray(built["xz"].read_bytes())
+    if damage == "truncated":
+        raw = raw[:len(raw) // 2]
+    else:
+        raw[len(raw) // 2] ^= 0xFF
+    bad = tmp_path / "kiosk-bad.img.xz"
+    bad.write_bytes(bytes(raw))
+    for target in (card("pending"), card("settled")):
+        before = sha(target)
+        result = flash("--erase" if "settled" in target.name else "--keep-data", "--yes", bad, target)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("flash: ") and ".xz" in result.stderr and result.stderr.count("\n") == 1
+        assert sha(target) == before
+
+
+def test_not_a_kiosk_image_is_exit_2(built, card, tmp_path):
+    random_bytes = tmp_path / "random.img"
+    random_bytes.write_bytes(os.urandom(MiB))
+    wrong_label = make_disk(tmp_path / "other.img", boot={}, root={"x": b"x"},
+                            data=empty_data(tmp_path / "other-data"), data_label="STUFF")
+    target = card("settled")
+    before = sha(target)
+    for image in (random_bytes, wrong_label):
+        result = flash("--erase", "--yes", image, target)
+        assert result.returncode == 2
+        assert result.stderr.startswith("flash: ") and "not a kiosk image" in result.stderr
+        assert sha(target) == before
+    assert "KIOSKDATA" in flash("--erase", "--yes", wrong_label, target).stderr
+
+
+def test_usage_errors_are_exit_2(built, card, tmp_path):
+    target = card("settled")
+    before = sha(target)
+    no_yes = flash(built["new"], target)
+    assert no_yes.returncode == 2 and "--yes" in no_yes.stderr
+    both = flash("--erase", "--keep-data", "--yes", built["new"], target)
+    assert both.returncode == 2 and both.stderr.startswith("flash: ")
+    same = flash("--yes", built["new"], built["new"])
+    assert same.returncode == 2 and "image itself" in same.stderr
+    missing = flash("--yes", tmp_path / "nope.img.xz", target)
+    assert missing.returncode == 2 and "nope.img.xz" in missing.stderr
+    nowhere = flash("--yes", built["new"], tmp_path / "no-such-card")
+    assert nowhere.returncode == 2
+    assert sha(target) == before and not (tmp_path / "no-such-card").exists()
+    for result in (no_yes, both, same, missing, nowhere):
+        assert result.stderr.startswith("flash: ") and result.stderr.count("\n") == 1
+
+
+def test_the_vendor_types_the_target_name_to_go_on(built, card):
+    import pty
+    target = card("settled")
+    before = sha(target)
+
+    def typed(answer: bytes) -> subprocess.CompletedProcess:
+        terminal, keyboard = pty.openpty()
+        try:
+            proc = subprocess.Popen([sys.executable, str(FLASH), "--erase", str(built["new"]), str(target)],
+                                    stdin=keyboard, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=dict(os.environ, PATH=PATH))
+            os.write(terminal, answer)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            os.close(terminal)
+            os.close(keyboard)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    wrong = typed(b"sdb\n")
+    assert wrong.returncode == 2 and "not confirmed" in wrong.stderr
+    assert f"Type {target.name}" in wrong.stderr and "ERASED" in wrong.stderr and "MB" in wrong.stderr
+    assert sha(target) == before
+    right = typed(target.name.encode() + b"\n")
+    assert right.returncode == 0, right.stderr
+    assert target.read_bytes()[:built["new"].stat().st_size] == built["new"].read_bytes()
+
+
+def test_help_documents_the_exit_codes():
+    result = flash("--help")
+    assert result.returncode == 0
+    for words in ("--keep-data", "--erase", "--yes", "0  done", "1  writing", "2  bad input", "3  refused"):
+        assert words in result.stdout
+
+
+# -- in use -----------------------------------------------------------------------------
+
+def test_mounted_targets_are_found(tmp_path):
+    flash_module = load_flash_module()
+    card_file = tmp_path / "card.img"
+    card_file.write_bytes(b"")
+    sys_block = tmp_path / "sys"
+    (sys_block / "loop7" / "loop").mkdir(parents=True)
+    (sys_block / "loop7" / "loop" / "backing_file").write_text(f"{card_file}\n")
+    (sys_block / "loop7" / "loop7p1").mkdir()
+    (sys_block / "loop7" / "loop7p1" / "partition").write_text("1\n")
+    (sys_block / "loop3" / "loop").mkdir(parents=True)
+    (sys_block / "loop3" / "loop" / "backing_file").write_text("/somewhere/else.img\n")
+    swaps = tmp_path / "swaps"
+    swaps.write_text("Filename Type Size Used Priority\n")
+    mounts = tmp_path / "mounts"
+    mounts.write_text("proc /proc proc rw 0 0\n/dev/loop3 /mnt/else ext4 rw 0 0\n")
+    assert flash_module.in_use(card_file, mounts, swaps, sys_block) == []
+    mounts.write_text("proc /proc proc rw 0 0\n/dev/loop7p1 /media/vendor/KIOSK\\040BOOT vfat rw 0 0\n")
+    [found] = flash_module.in_use(card_file, mounts, swaps, sys_block)
+    assert "/dev/loop7p1" in found and "/media/vendor/KIOSK BOOT" in found
+    mounts.write_text(f"{card_file} /mnt/card ext4 rw 0 0\n")
+    assert flash_module.in_use(card_file, mounts, swaps, sys_block)
+
+
+def test_the_image_checks_agree_with_blkid(built):
+    flash_module = load_flash_module()
+    disk = built["new"]
+    assert flash_module.fat_label(byte_range(disk, part_offset(disk, 1), part_offset(disk, 1) + 512)) == "KIOSKBOOT"
+    for number, label in ((2, "KIOSKROOT"), (3, "KIOSKDATA")):
+        at = part_offset(disk, number)
+        assert flash_module.ext_info(byte_range(disk, at + 1024, at + 2048)).label == label == ext_label(disk, number)
+    assert flash_module.fat_label(byte_range(disk, 0, 512)) is None
+
+
+def test_fat32_labels_are_read_like_blkid_reads_them(tmp_path):
+    flash_module = load_flash_module()
+    fat32 = tmp_path / "boot32.img"
+    sh("mkfs.vfat", "-F", "32", "-n", "KIOSKBOOT", "-C", fat32, 40 * 1024)
+    assert "FAT32" in sh("blkid", "--probe", fat32, text=True).stdout
+    assert flash_module.fat_label(byte_range(fat32, 0, 512)) == "KIOSKBOOT"
