@@ -375,6 +375,10 @@ def test_a_new_root_takes_the_cards_identity_from_the_data_partition(built, scra
         before = {p.relative_to(root / "data"): p.read_bytes()
                   for p in (root / "data").rglob("*") if p.is_file()}
         machine_id = (root / "etc/machine-id").read_text()
+        # files made under an older image whose kiosk user had other ids
+        for path in (root / "data/kiosk").rglob("*"):
+            os.lchown(path, 4321, 4321)
+        os.chown(root / "data/system/config.toml", 0, 4321)
         # the update: a fresh root from the image, the old data partition, and the
         # boot partition as image/flash leaves it (the applied settings, no sample)
         second = scratch / "second"
@@ -394,6 +398,43 @@ def test_a_new_root_takes_the_cards_identity_from_the_data_partition(built, scra
     assert os.readlink(new_root / "etc/kiosk/config.toml") == "/data/system/config.toml"
     assert (new_root / "data/system/ssh/authorized_keys").read_text().startswith("ssh-ed25519 AAAAC3Nz")
     assert not (new_root / "run/kiosk/firstboot-error.txt").exists()
+    # this root's kiosk user owns the queue again, its group reads the configuration
+    uid, gid = (int(n) for n in next(line for line in (new_root / "etc/passwd").read_text().splitlines()
+                                     if line.startswith("kiosk:")).split(":")[2:4])
+    assert (uid, gid) == (900, 900), "fixed ids: files on cards outlive the root"
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in (new_root / "data/kiosk").rglob("*")} == {(uid, gid)}
+    assert (new_root / "data/system/config.toml").stat().st_gid == gid
+
+
+def test_firstboot_turns_ssh_off_when_the_key_is_taken_out(built, scratch):
+    root, boot = firstboot_tree(built, scratch)
+    with_key = SETTINGS.replace('timezone = "Europe/Berlin"',
+                                'timezone = "Europe/Berlin"\nssh_authorized_key = "ssh-ed25519 AAAAC3Nz kiosk@test"')
+    (boot / "kiosk-settings.toml").write_text(with_key)
+    with Chroot(built.root) as chroot:
+        assert run_firstboot(built, chroot, root, boot).returncode == 0
+        assert (root / "data/system/ssh/authorized_keys").exists()
+        (boot / "kiosk-settings.toml").write_text(SETTINGS)
+        result = run_firstboot(built, chroot, root, boot)
+    assert result.returncode == 0 and "ssh off" in result.stdout
+    assert not (root / "data/system/ssh/authorized_keys").exists()
+
+
+@pytest.mark.parametrize("spelling", [
+    'stripe.secret_key = "sk_test_51abcdefghijklmnopqrstuv"\n',
+    'stripe = { secret_key = "sk_test_51abcdefghijklmnopqrstuv" }\n',
+])
+def test_firstboot_refuses_a_key_it_could_not_scrub(built, scratch, spelling):
+    """A key written some other way would stay on the FAT partition: refused, nothing applied."""
+    root, boot = firstboot_tree(built, scratch)
+    body = SETTINGS.split("[stripe]")[0] + SETTINGS.split('# the vendor\'s key\n')[1]
+    (boot / "kiosk-settings.toml").write_text(spelling + body)
+    with Chroot(built.root) as chroot:
+        result = run_firstboot(built, chroot, root, boot)
+    assert result.returncode == 1, result.stdout + result.stderr
+    message = (root / "run/kiosk/firstboot-error.txt").read_text()
+    assert "on a line of its own" in message and "sk_test_51" not in message
+    assert not (root / "data/kiosk/stripe.key").exists() and not (root / "data/system/config.toml").exists()
 
 
 def test_firstboot_refuses_a_bad_settings_file_and_says_why(built, scratch):
@@ -554,6 +595,11 @@ def test_boots_sells_survives_a_power_cut_and_keeps_its_payments(built, tmp_path
     last = table["partitions"][2]
     assert (last["start"] + last["size"]) * 512 > machine.disk.stat().st_size - 16 * 2**20
 
+    # a power cut while growing, after the partition grew and before its filesystem
+    # did: the card is 256 MiB bigger and partition 3 fills it, the ext4 does not
+    os.truncate(machine.disk, machine.disk.stat().st_size + 256 * 2**20)
+    subprocess.run(["sfdisk", "--quiet", "-N", "3", str(machine.disk)], input=", +\n", text=True, check=True)
+
     # second start, after the power cut: not a first boot; the sales are still there
     log, seconds = machine.boot(PROBE_CHECK, until="PROBE-DONE")
     say(request, f"qemu second boot to checked queue: {seconds:.0f} s")
@@ -563,6 +609,7 @@ def test_boots_sells_survives_a_power_cut_and_keeps_its_payments(built, tmp_path
     assert second["KIOSK"].startswith("active restarts=0"), tail
     assert second["UNIT firstboot"] == "no inactive", "the settings were applied once"
     assert second["MACHINEID"] == first["MACHINEID"] and second["HOSTNAME"] == "stall-7"
+    assert int(second["DATASIZE"]) >= int(first["DATASIZE"]) + 200, "the interrupted grow was finished"
     payments = sorted(re.findall(r"(?m)^PAYMENT (\w+) (\d+) (\w+)", log))
     assert payments == [("pending", "500", "eur"), ("pending", "725", "eur")], tail
     assert second["FAILED"].strip() == "", second["FAILED"]
