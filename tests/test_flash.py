@@ -6,15 +6,22 @@ code on the data partition; image/flash runs as a subprocess against them.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.machinery
 import importlib.util
 import json
 import lzma
 import os
+import pty
+import re
+import select
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -228,6 +235,34 @@ def flash(*args) -> subprocess.CompletedProcess:
                           stdin=subprocess.DEVNULL, timeout=120, env=dict(os.environ, PATH=PATH))
 
 
+def flash_answering(*args, before_answer, answer: bytes) -> subprocess.CompletedProcess:
+    """image/flash on a terminal: waits for its question, runs BEFORE_ANSWER,
+    then types ANSWER."""
+    terminal, keyboard = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, str(FLASH), *map(str, args)], stdin=keyboard,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PATH=PATH))
+        err, deadline = b"", time.monotonic() + 60
+        while not (b"Type " in err and err.endswith(b": ")) and time.monotonic() < deadline:
+            if select.select([proc.stderr], [], [], 1)[0]:
+                chunk = os.read(proc.stderr.fileno(), 4096)
+                if not chunk:
+                    break
+                err += chunk
+        if b"Type " in err:
+            before_answer()
+        os.write(terminal, answer)
+        out, rest = proc.communicate(timeout=60)
+    finally:
+        os.close(terminal)
+        os.close(keyboard)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), (err + rest).decode())
+
+
+def fs_type(path: Path) -> str:
+    return sh("stat", "-f", "-c", "%T", path, text=True).stdout.strip()
+
+
 def load_flash_module():
     loader = importlib.machinery.SourceFileLoader("kiosk_flash", str(FLASH))
     spec = importlib.util.spec_from_loader("kiosk_flash", loader)
@@ -235,6 +270,15 @@ def load_flash_module():
     sys.modules["kiosk_flash"] = module      # dataclasses look their module up
     loader.exec_module(module)
     return module
+
+
+def flash_in_process(module, monkeypatch, capsys, *args) -> subprocess.CompletedProcess:
+    """image/flash's main() in this process, to watch or fake what it cannot be made to do for real."""
+    monkeypatch.setenv("PATH", PATH)
+    capsys.readouterr()
+    code = module.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 # -- fixtures: built once, copied per test -------------------------------------------
@@ -433,6 +477,201 @@ def test_a_blank_target_is_written_whole_without_asking_for_erase(built, tmp_pat
     other = tmp_path / "other.img"
     other.write_bytes(b"\0" * MiB)
     assert flash("--keep-data", "--yes", built["new"], other).returncode == 2
+
+
+# -- a damaged kiosk card is never written ------------------------------------------------
+
+def damage_card(target: Path, how: str) -> None:
+    """What a power cut, a bad reader or a careless tool leaves: the card's
+    queue is intact, but where it is can no longer be read at a glance."""
+    data_at = part_offset(target, 3)
+    with open(target, "r+b") as disk:
+        if how in ("superblock magic", "only a backup superblock"):
+            disk.seek(data_at + 1024 + 56)          # the ext4 magic in the primary superblock
+            disk.write(b"\0\0")
+        if how == "only a backup superblock":       # and no label on partitions 1 and 2 either
+            disk.seek(BOOT_START * MiB)
+            disk.write(b"\0" * 512)
+            disk.seek(ROOT_START * MiB + 1024)
+            disk.write(b"\0" * 1024)
+        if how == "MBR status byte":
+            disk.seek(446 + 16)                     # partition 2's entry: neither 0x00 nor 0x80
+            disk.write(b"\x12")
+        if how == "partition table wiped":
+            disk.seek(0)
+            disk.write(b"\0" * 512)
+
+
+@pytest.mark.parametrize("how", ["superblock magic", "MBR status byte", "only a backup superblock",
+                                 "partition table wiped"])
+def test_a_damaged_kiosk_card_is_never_written(built, card, how):
+    target = card("pending")
+    damage_card(target, how)
+    before = sha(target)
+    for mode in ([], ["--erase"], ["--keep-data"]):
+        result = flash(*mode, "--yes", built["new"], target)
+        assert result.returncode == 3, (mode, result.stderr)
+        err = result.stderr
+        assert err.startswith("flash: refusing to write") and err.count("\n") == 1
+        assert "looks like a kiosk card" in err and "e2fsck" in err and "Sync now" in err
+        assert sha(target) == before
+    if how == "superblock magic":
+        assert "backup is intact at block 8193" in err
+    if how == "partition table wiped":
+        assert "partition table is damaged" in err and "the image's partition 1" in err
+
+
+def test_a_third_partition_with_any_ext_filesystem_is_not_erased_blindly(built, tmp_path):
+    other = make_disk(tmp_path / "other.img", boot={}, root={"x": b"x"},
+                      data=empty_data(tmp_path / "other-data"), data_label="STUFF")
+    with open(other, "r+b") as disk:            # no kiosk label on partitions 1 and 2
+        disk.seek(BOOT_START * MiB)
+        disk.write(b"\0" * 512)
+        disk.seek(ROOT_START * MiB + 1024)
+        disk.write(b"\0" * 1024)
+    before = sha(other)
+    result = flash("--erase", "--yes", built["new"], other)
+    assert result.returncode == 3 and "labelled 'STUFF'" in result.stderr
+    assert sha(other) == before
+
+
+@pytest.mark.parametrize("unreadable", ["the partition table", "the data partition's superblock"])
+def test_a_read_error_on_the_card_stops_the_run(built, card, monkeypatch, capsys, unreadable):
+    module = load_flash_module()
+    target = card("settled")        # erasable if it read as "not a kiosk card"
+    before = sha(target)
+    bad = 0 if unreadable == "the partition table" else part_offset(target, 3) + 1024
+    card_inode, real_pread = target.stat().st_ino, os.pread
+
+    def failing_pread(fd, length, offset):
+        if os.fstat(fd).st_ino == card_inode and offset <= bad < offset + length:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_pread(fd, length, offset)
+    monkeypatch.setattr(os, "pread", failing_pread)
+    for mode in ([], ["--erase"]):
+        result = flash_in_process(module, monkeypatch, capsys, *mode, "--yes", built["new"], target)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"flash: {target}: reading {unreadable} failed (Input/output error)")
+        assert result.stderr.count("\n") == 1 and "nothing written" in result.stderr
+        assert sha(target) == before
+
+
+@pytest.mark.parametrize("block_size, size_mib", [(1024, 16), (2048, 40), (4096, 160)])
+def test_backup_superblocks_are_found_where_dumpe2fs_lists_them(tmp_path, block_size, size_mib):
+    module = load_flash_module()
+    fs = tmp_path / "data.img"
+    with open(fs, "wb") as handle:
+        handle.truncate(size_mib * MiB)
+    sh("mkfs.ext4", "-q", "-F", "-L", "KIOSKDATA", "-b", block_size, fs)
+    listed = re.findall(r"Backup superblock at (\d+)", sh("dumpe2fs", fs, text=True).stdout)
+    with open(fs, "r+b") as handle:
+        handle.seek(1024 + 56)
+        handle.write(b"\0\0")
+    assert module.ext_info(byte_range(fs, 1024, 2048)) is None
+    block, info = module.backup_superblock(lambda offset, length: byte_range(fs, offset, offset + length), 0)
+    assert block == int(listed[0]) and info.label == "KIOSKDATA" and info.block_size == block_size
+
+
+# -- the card written is the card checked -------------------------------------------------
+
+@pytest.mark.parametrize("mode, checked, swapped_in", [("--erase", "fresh", "pending"),
+                                                       ("--keep-data", "pending", "settled"),
+                                                       ("--keep-data", "pending", "pending, used since")])
+def test_another_card_put_in_the_reader_before_writing_is_not_written(built, card, tmp_path, mode, checked,
+                                                                       swapped_in):
+    target, other = card(checked), tmp_path / "other-card.img"
+    shutil.copyfile(built[swapped_in.split(",")[0]], other)
+    if swapped_in == "pending, used since":     # same image, same partition table: only the data partition differs
+        sh("debugfs", "-w", "-R", "mkdir /system/more", f"{other}?offset={part_offset(other, 3)}")
+        assert byte_range(other, 0, 512) == byte_range(target, 0, 512)
+    expected = sha(other)
+
+    def swap_cards():       # the same /dev/sdX, another card: while the image was checked, or at the question
+        shutil.copyfile(other, target)
+    result = flash_answering(mode, built["new"], target, before_answer=swap_cards,
+                             answer=target.name.encode() + b"\n")
+    assert result.returncode == 3, result.stderr
+    assert f"flash: refusing to write: {target} is not the card that was checked" in result.stderr
+    assert result.stderr.rstrip("\n").count("\n") <= 1 and result.stderr.endswith("run image/flash again\n")
+    assert sha(target) == expected          # the card now in the reader is untouched
+    if swapped_in == "pending, used since":
+        assert "(the data partition's superblock changed" in result.stderr
+
+
+# -- the work folder --------------------------------------------------------------------------
+
+needs_shm = pytest.mark.skipif(not Path("/dev/shm").is_dir() or fs_type(Path("/dev/shm")) not in ("tmpfs", "ramfs"),
+                               reason="needs /dev/shm on tmpfs")
+
+
+@needs_shm
+def test_the_journal_copy_is_made_in_a_private_folder_in_ram_and_removed(built, tmp_path, monkeypatch, capsys):
+    module = load_flash_module()
+    data = switched_off_during_a_sale(tmp_path / "parts")
+    target = make_disk(tmp_path / "card.img", data=data, boot={"kiosk-image-id.txt": b"KIOSK_VERSION=0.1.0\n"},
+                       root={"etc/kiosk-image-id": b"KIOSK_VERSION=0.1.0\n"})
+    system_tmp = tmp_path / "system-tmp"        # where tempfile would put it: here, on a disk
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    seen = []
+    real_copy = module.replayed_copy
+
+    def watched(card_path, partition, info, work):
+        copy = real_copy(card_path, partition, info, work)
+        seen.append((work, fs_type(work), stat.S_IMODE(work.stat().st_mode), fs_type(copy)))
+        return copy
+    monkeypatch.setattr(module, "replayed_copy", watched)
+    result = flash_in_process(module, monkeypatch, capsys, "--yes", built["new"], target)
+    assert result.returncode == 0, result.stderr
+    [(work, kind, mode, copy_kind)] = seen
+    assert kind in ("tmpfs", "ramfs") and copy_kind == kind and mode == 0o700
+    assert not work.exists() and not list(system_tmp.iterdir())
+    assert STRIPE_SECRET not in result.stdout + result.stderr
+
+
+@needs_shm
+def test_without_a_ram_backed_folder_a_kiosk_card_is_not_read(built, card, tmp_path, monkeypatch, capsys):
+    module = load_flash_module()
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/vda / ext4 rw,relatime 0 0\nproc /proc proc rw 0 0\n")
+    monkeypatch.setattr(module, "MOUNTS", mounts)
+    target = card("pending")
+    before = sha(target)
+    for extra in ([], ["--work-dir", tmp_path]):
+        result = flash_in_process(module, monkeypatch, capsys, *extra, "--yes", built["new"], target)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("flash: ") and result.stderr.count("\n") == 1
+        assert "RAM-backed" in result.stderr and "--work-dir" in result.stderr
+        assert sha(target) == before
+    blank = tmp_path / "blank.img"          # no queue to read: no work folder needed
+    blank.write_bytes(b"")
+    assert flash_in_process(module, monkeypatch, capsys, "--yes", built["new"], blank).returncode == 0
+    monkeypatch.setattr(module, "MOUNTS", Path("/proc/self/mounts"))
+    already = set(Path("/dev/shm").glob("kiosk-flash-*"))
+    result = flash_in_process(module, monkeypatch, capsys, "--work-dir", "/dev/shm", "--yes", built["new"], target)
+    assert result.returncode == 0, result.stderr
+    assert set(Path("/dev/shm").glob("kiosk-flash-*")) == already
+
+
+# -- the new boot partition is ready before anything is written ----------------------------
+
+def test_a_boot_partition_that_cannot_take_the_settings_writes_nothing(built, tmp_path):
+    new = make_image(tmp_path / "new" / "kiosk-0.2.1-ci.img", "0.2.1")
+    boot = f"{new}@@{part_offset(new, 1)}"
+    listed = sh("mdir", "-i", boot, "::/", text=True).stdout
+    free = int(re.sub(r"\D", "", re.search(r"([\d ,.]+) bytes free", listed)[1]))
+    filler = tmp_path / "filler.bin"
+    filler.write_bytes(b"\xa5" * (free - 4096))
+    sh("mcopy", "-i", boot, filler, "::/filler.bin")        # the new boot partition has next to no room left
+    big_settings = VENDOR_APPLIED + b"# " + b"x" * (64 * 1024) + b"\n"
+    target = make_card(tmp_path / "card" / "card.img", [(1250, "eur")],
+                       boot_settings={"kiosk-settings.applied.toml": big_settings})
+    before = sha(target)
+    result = flash("--yes", new, target)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("flash: the new boot partition could not be prepared")
+    assert result.stderr.count("\n") == 1 and "nothing written" in result.stderr
+    assert sha(target) == before            # not even the root
 
 
 # -- bad input writes nothing ------------------------------------------------------------
