@@ -295,6 +295,9 @@ hostname = "stall-7"
 timezone = "Europe/Berlin"
 """
 
+SETTINGS_WITH_SSH = SETTINGS.replace(
+    'timezone = "Europe/Berlin"', 'timezone = "Europe/Berlin"\nssh_authorized_key = "ssh-ed25519 AAAAC3Nz kiosk@test"')
+
 WIFI = "[connection]\nid=market\ntype=wifi\n[wifi]\nssid=Market\n[wifi-security]\nkey-mgmt=wpa-psk\npsk=hunter2hunter2\n"
 
 
@@ -367,9 +370,7 @@ def test_a_new_root_takes_the_cards_identity_from_the_data_partition(built, scra
     first = scratch / "first"
     first.mkdir()
     root, boot = firstboot_tree(built, first)
-    settings = SETTINGS.replace('timezone = "Europe/Berlin"',
-                                'timezone = "Europe/Berlin"\nssh_authorized_key = "ssh-ed25519 AAAAC3Nz kiosk@test"')
-    (boot / "kiosk-settings.toml").write_text(settings)
+    (boot / "kiosk-settings.toml").write_text(SETTINGS_WITH_SSH)
     with Chroot(built.root) as chroot:
         assert run_firstboot(built, chroot, root, boot).returncode == 0
         before = {p.relative_to(root / "data"): p.read_bytes()
@@ -408,9 +409,7 @@ def test_a_new_root_takes_the_cards_identity_from_the_data_partition(built, scra
 
 def test_firstboot_turns_ssh_off_when_the_key_is_taken_out(built, scratch):
     root, boot = firstboot_tree(built, scratch)
-    with_key = SETTINGS.replace('timezone = "Europe/Berlin"',
-                                'timezone = "Europe/Berlin"\nssh_authorized_key = "ssh-ed25519 AAAAC3Nz kiosk@test"')
-    (boot / "kiosk-settings.toml").write_text(with_key)
+    (boot / "kiosk-settings.toml").write_text(SETTINGS_WITH_SSH)
     with Chroot(built.root) as chroot:
         assert run_firstboot(built, chroot, root, boot).returncode == 0
         assert (root / "data/system/ssh/authorized_keys").exists()
