@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -188,7 +189,7 @@ def test_root_in_image_has_service_enabled_image_id_and_no_card_identity(built, 
     assert "Type: symlink" in debugfs(root_part, "stat /etc/systemd/system/sysinit.target.wants/kiosk-firstboot.service")
     image_id = debugfs(root_part, "cat /etc/kiosk-image-id")
     assert re.search(r"KIOSK_VERSION=\d+\.\d+", image_id) and re.search(r"KIOSK_COMMIT=[0-9a-f]{7,}", image_id)
-    assert debugfs(root_part, "cat /etc/machine-id").strip() == ""
+    assert debugfs(root_part, "cat /etc/machine-id").strip() == "uninitialized", "each card makes its own"
     assert "ssh_host_" not in debugfs(root_part, "ls /etc/ssh")
     # the card's settings are made on the card, on its data partition
     link = debugfs(root_part, "stat /etc/kiosk/config.toml")
@@ -386,7 +387,7 @@ def test_a_new_root_takes_the_cards_identity_from_the_data_partition(built, scra
         second.mkdir()
         new_root, new_boot = firstboot_tree(built, second, data=root / "data")
         shutil.copy2(boot / "kiosk-settings.applied.toml", new_boot)
-        assert (new_root / "etc/machine-id").read_text().strip() == ""
+        assert (new_root / "etc/machine-id").read_text().strip() == "uninitialized"
         result = run_firstboot(built, chroot, new_root, new_boot)
         assert result.returncode == 0, result.stdout + result.stderr
     assert "restored" in result.stdout
@@ -558,7 +559,7 @@ def probe_lines(log: str) -> dict[str, str]:
     return lines
 
 
-def test_boots_sells_survives_a_power_cut_and_keeps_its_payments(built, tmp_path, request):
+def test_boots_sells_survives_a_power_cut_and_an_update_and_keeps_its_payments(built, tmp_path, request):
     if not shutil.which("qemu-system-aarch64"):
         pytest.skip("qemu-system-aarch64 missing: apt-get install qemu-system-arm")
     machine = Machine(built, tmp_path, grow_mib=512)
@@ -612,3 +613,23 @@ def test_boots_sells_survives_a_power_cut_and_keeps_its_payments(built, tmp_path
     payments = sorted(re.findall(r"(?m)^PAYMENT (\w+) (\d+) (\w+)", log))
     assert payments == [("pending", "500", "eur"), ("pending", "725", "eur")], tail
     assert second["FAILED"].strip() == "", second["FAILED"]
+
+    # an update with image/flash: new boot and root partitions, the data partition kept
+    update = subprocess.run([sys.executable, str(IMAGE / "flash"), "--yes", str(built.img), str(machine.disk)],
+                            capture_output=True, text=True, timeout=900)
+    assert update.returncode == 0, update.stdout + update.stderr
+    assert "2 payments" in update.stdout, update.stdout
+    log, seconds = machine.boot(PROBE_CHECK, until="PROBE-DONE")
+    say(request, f"qemu first boot of the updated card to checked queue: {seconds:.0f} s")
+    tail = log[-5000:]
+    assert "PROBE-DONE" in log, tail
+    third = probe_lines(log)
+    assert third["UNIT firstboot"] == "yes active", "the new root's first start"
+    assert "machine-id restored from the data partition" in log, tail
+    assert third["MACHINEID"] == first["MACHINEID"] and third["HOSTNAME"] == "stall-7", third
+    assert third["KIOSK"].startswith("active restarts=0"), tail
+    boot_files = third["BOOTFILES"].split()
+    assert "kiosk-settings.applied.toml" in boot_files and "kiosk-settings.toml" not in boot_files, "no sample"
+    payments = sorted(re.findall(r"(?m)^PAYMENT (\w+) (\d+) (\w+)", log))
+    assert payments == [("pending", "500", "eur"), ("pending", "725", "eur")], tail
+    assert third["FAILED"].strip() == "", third["FAILED"]
