@@ -50,11 +50,10 @@ def inputs_hash() -> str:
 
 
 def say(request, text: str) -> None:
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter:
-        reporter.write_line(text)
-    else:
-        print(text)
+    """A figure for the CI log (build time, boot time), past pytest's capture."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\n{text}", flush=True)
 
 
 class Built:
