@@ -558,6 +558,20 @@ def probe_lines(log: str) -> dict[str, str]:
     return lines
 
 
+def boot_keeps_the_sales(machine: Machine, request, label: str) -> tuple[str, dict[str, str]]:
+    """Boot with the checking probe: the kiosk up, no failed unit, both sales still pending."""
+    log, seconds = machine.boot(PROBE_CHECK, until="PROBE-DONE")
+    say(request, f"qemu {label} to checked queue: {seconds:.0f} s")
+    tail = log[-5000:]
+    assert "PROBE-DONE" in log, tail
+    lines = probe_lines(log)
+    assert lines["KIOSK"].startswith("active restarts=0"), tail
+    payments = sorted(re.findall(r"(?m)^PAYMENT (\w+) (\d+) (\w+)", log))
+    assert payments == [("pending", "500", "eur"), ("pending", "725", "eur")], tail
+    assert lines["FAILED"].strip() == "", lines["FAILED"]
+    return log, lines
+
+
 def test_boots_sells_survives_a_power_cut_and_an_update_and_keeps_its_payments(built, tmp_path, request):
     if not shutil.which("qemu-system-aarch64"):
         pytest.skip("qemu-system-aarch64 missing: apt-get install qemu-system-arm")
@@ -600,35 +614,19 @@ def test_boots_sells_survives_a_power_cut_and_an_update_and_keeps_its_payments(b
     subprocess.run(["sfdisk", "--quiet", "-N", "3", str(machine.disk)], input=", +\n", text=True, check=True)
 
     # second start, after the power cut: not a first boot; the sales are still there
-    log, seconds = machine.boot(PROBE_CHECK, until="PROBE-DONE")
-    say(request, f"qemu second boot to checked queue: {seconds:.0f} s")
-    tail = log[-5000:]
-    assert "PROBE-DONE" in log, tail
-    second = probe_lines(log)
-    assert second["KIOSK"].startswith("active restarts=0"), tail
+    log, second = boot_keeps_the_sales(machine, request, "second boot")
     assert second["UNIT firstboot"] == "no inactive", "the settings were applied once"
     assert second["MACHINEID"] == first["MACHINEID"] and second["HOSTNAME"] == "stall-7"
     assert int(second["DATASIZE"]) >= int(first["DATASIZE"]) + 200, "the interrupted grow was finished"
-    payments = sorted(re.findall(r"(?m)^PAYMENT (\w+) (\d+) (\w+)", log))
-    assert payments == [("pending", "500", "eur"), ("pending", "725", "eur")], tail
-    assert second["FAILED"].strip() == "", second["FAILED"]
 
     # an update with image/flash: new boot and root partitions, the data partition kept
     update = subprocess.run([sys.executable, str(IMAGE / "flash"), "--yes", str(built.img), str(machine.disk)],
                             capture_output=True, text=True, timeout=900)
     assert update.returncode == 0, update.stdout + update.stderr
     assert "2 payments" in update.stdout, update.stdout
-    log, seconds = machine.boot(PROBE_CHECK, until="PROBE-DONE")
-    say(request, f"qemu first boot of the updated card to checked queue: {seconds:.0f} s")
-    tail = log[-5000:]
-    assert "PROBE-DONE" in log, tail
-    third = probe_lines(log)
+    log, third = boot_keeps_the_sales(machine, request, "first boot of the updated card")
     assert third["UNIT firstboot"] == "yes active", "the new root's first start"
-    assert "machine-id restored from the data partition" in log, tail
+    assert "machine-id restored from the data partition" in log, log[-5000:]
     assert third["MACHINEID"] == first["MACHINEID"] and third["HOSTNAME"] == "stall-7", third
-    assert third["KIOSK"].startswith("active restarts=0"), tail
     boot_files = third["BOOTFILES"].split()
     assert "kiosk-settings.applied.toml" in boot_files and "kiosk-settings.toml" not in boot_files, "no sample"
-    payments = sorted(re.findall(r"(?m)^PAYMENT (\w+) (\d+) (\w+)", log))
-    assert payments == [("pending", "500", "eur"), ("pending", "725", "eur")], tail
-    assert third["FAILED"].strip() == "", third["FAILED"]
