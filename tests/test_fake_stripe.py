@@ -19,7 +19,8 @@ from hypothesis import given, settings, strategies as st
 from stripe._encode import _api_encode
 from stripe._http_client import HTTPClient
 
-from kiosk.fake_stripe import DECLINES, FakeStripe, parse_form
+from kiosk import stripe_contract
+from kiosk.fake_stripe import DECLINES, LEAVE_STATUSES, FakeStripe, parse_form
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -45,12 +46,12 @@ def client_for(fake, retries=0, key=KEY, **kw):
 
 
 def params(kpid="kp-1", pm="pm_card_visa", amount=1250, currency="usd", **extra):
+    """Today's request shape (API version endive); an extra of None leaves that key out."""
     p = {"amount": amount, "currency": currency, "payment_method": pm, "confirm": True,
-         "payment_method_types": ["card"],
-         "metadata": {"kiosk_payment_id": kpid, "kiosk_id": "kiosk-1"},
-         "description": f"Kiosk sale {kpid}"}
+         "allowed_payment_method_types": ["card"], "error_on_requires_action": True,
+         "metadata": {"kiosk_payment_id": kpid, "kiosk_id": "kiosk-1"}}
     p.update(extra)
-    return p
+    return {k: v for k, v in p.items() if v is not None}
 
 
 def create(client, key=None, **kw):
@@ -74,7 +75,7 @@ def raw(fake, method, path, body=None, headers=None):
 
 def test_success_creates_succeeded_intent(fake):
     c = client_for(fake)
-    pi = create(c, key="idem-ok", kpid="kp-ok")
+    pi = create(c, key="idem-ok", kpid="kp-ok", description="Kiosk sale kp-ok")
     assert pi.object == "payment_intent" and pi.id.startswith("pi_")
     assert pi.status == "succeeded"
     assert pi.amount == 1250 and pi.amount_received == 1250 and pi.currency == "usd"
@@ -93,7 +94,12 @@ def test_success_creates_succeeded_intent(fake):
     reqs = fake.requests
     assert reqs[0]["method"] == "POST" and reqs[0]["path"] == "/v1/payment_intents"
     assert reqs[0]["idempotency_key"] == "idem-ok" and reqs[0]["status"] == 200
+    assert reqs[0]["params"]["allowed_payment_method_types"] == ["card"]
+    assert reqs[0]["params"]["error_on_requires_action"] == "true"
+    assert reqs[0]["stripe_version"] == stripe_contract.API_VERSION
     assert reqs[1]["method"] == "GET" and reqs[1]["status"] == 200
+    assert pi.last_response.headers["Stripe-Version"] == stripe_contract.API_VERSION
+    assert fake.breaches == []
 
 
 def test_inspection_returns_copies(fake):
@@ -118,7 +124,7 @@ def test_manual_capture_and_unconfirmed(fake):
     held = create(c, kpid="kp-man", capture_method="manual")
     assert held.status == "requires_capture" and held.amount_capturable == 1250
     assert held.amount_received == 0
-    pending = create(c, kpid="kp-unc", confirm=False)
+    pending = create(c, kpid="kp-unc", confirm=False, error_on_requires_action=None)
     assert pending.status == "requires_confirmation" and pending.latest_charge is None
 
 
@@ -245,7 +251,12 @@ def test_unknown_path_is_404(fake):
     assert "Unrecognized request URL" in body["error"]["message"]
     assert headers["Request-Id"].startswith("req_")
     status, _, body = raw(fake, "POST", "/v1/payment_intents/pi_x/capture", body={})
-    assert status == 404
+    assert status == 404 and body["error"]["code"] == "resource_missing"
+    # a route stripe-python knows but the fake does not serve: checked, then 404
+    status, _, body = raw(fake, "GET", "/v1/payment_intents/search?query=status%3A%27succeeded%27")
+    assert status == 404 and "Unrecognized request URL" in body["error"]["message"]
+    status, _, body = raw(fake, "GET", "/v1/payment_intents/search?bogus=1")
+    assert status == 400 and body["error"]["code"] == "parameter_unknown"
 
 
 # -- idempotency ---------------------------------------------------------------------------
@@ -274,13 +285,17 @@ def test_idempotent_replay_of_decline(fake):
     assert len(fake.payment_intents) == 1
 
 
-def test_idempotent_replay_of_validation_error(fake):
+def test_validation_errors_are_not_saved_under_the_key(fake):
+    """Stripe saves a result only once an endpoint started executing."""
     c = client_for(fake)
     for _ in range(2):
         with pytest.raises(stripe.InvalidRequestError) as ei:
             create(c, key="idem-bad", pm="pm_nonexistent")
-    assert ei.value.headers.get("Idempotent-Replayed") == "true"
+        assert "Idempotent-Replayed" not in ei.value.headers
     assert fake.payment_intents == []
+    pi = create(c, key="idem-bad", kpid="kp-fixed")     # the same key, corrected
+    assert pi.status == "succeeded" and "Idempotent-Replayed" not in pi.last_response.headers
+    assert create(c, key="idem-bad", kpid="kp-fixed").id == pi.id
 
 
 def test_key_reuse_with_different_params(fake):
@@ -599,11 +614,12 @@ def test_rate_limit():
 # -- form decoding and the command line ---------------------------------------------------------
 
 def test_parse_form_matches_stripe_encoding():
-    p = {"amount": 500, "confirm": True, "payment_method_types": ["card", "link"],
+    p = {"amount": 500, "confirm": True, "allowed_payment_method_types": ["card", "link"],
          "metadata": {"0": "zero", "a b": "c&d=e"}, "created": {"gte": 5},
          "expand": ["latest_charge"]}
     got = parse_form(urllib.parse.urlencode(list(_api_encode(p))))
-    assert got == {"amount": "500", "confirm": "true", "payment_method_types": ["card", "link"],
+    assert got == {"amount": "500", "confirm": "true",
+                   "allowed_payment_method_types": ["card", "link"],
                    "metadata": {"0": "zero", "a b": "c&d=e"}, "created": {"gte": "5"},
                    "expand": ["latest_charge"]}
     assert parse_form("expand[]=a&expand[]=b") == {"expand": ["a", "b"]}
@@ -633,3 +649,432 @@ def test_command_line_runs_server():
     finally:
         proc.terminate()
         assert proc.wait(5) == 0
+
+
+# -- the contract of API version endive --------------------------------------------------------
+
+def test_payment_method_types_is_refused_recorded_and_not_saved(fake):
+    c = client_for(fake)
+    old_shape = params(kpid="kp-old", payment_method_types=["card"],
+                       allowed_payment_method_types=None)
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        c.v1.payment_intents.create(params=old_shape, options={"idempotency_key": "idem-old"})
+    e = ei.value
+    assert e.http_status == 400 and e.error.type == "invalid_request_error"
+    assert e.code == "payment_method_types_no_longer_supported"
+    assert e.param == "payment_method_types"
+    assert fake.payment_intents == []
+    assert fake.breaches == [{"method": "POST", "path": "/v1/payment_intents",
+                              "code": "payment_method_types_no_longer_supported",
+                              "param": "payment_method_types", "message": e.user_message}]
+    # nothing was saved under the key: today's shape goes through with it
+    pi = create(c, key="idem-old", kpid="kp-old")
+    assert pi.status == "succeeded" and pi.payment_method_types == ["card"]
+    assert "Idempotent-Replayed" not in pi.last_response.headers
+    assert len(fake.breaches) == 1
+
+
+def test_payment_method_types_refused_on_confirm_too(fake):
+    c = client_for(fake)
+    pi = create(c, kpid="kp-pmt", confirm=None, error_on_requires_action=None)
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        c.v1.payment_intents.confirm(pi.id, params={"payment_method_types": ["card"]})
+    assert ei.value.code == "payment_method_types_no_longer_supported"
+    assert fake.breaches[0]["path"] == f"/v1/payment_intents/{pi.id}/confirm"
+    assert c.v1.payment_intents.retrieve(pi.id).status == "requires_confirmation"
+
+
+@pytest.mark.parametrize("extra,param", [
+    ({"bogus": "1"}, "bogus"),
+    ({"payment_method_options": {"card": {"request_three_d_secure": "any", "bogus": "x"}}},
+     "payment_method_options[card][bogus]"),
+    ({"metadata": {"kiosk_payment_id": {"nested": "x"}}}, "metadata[kiosk_payment_id]"),
+])
+def test_contract_breaches_name_the_parameter(fake, extra, param):
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        create(client_for(fake), key="idem-breach", **extra)
+    assert ei.value.http_status == 400 and ei.value.param == param
+    assert [b["param"] for b in fake.breaches] == [param]
+    assert fake.payment_intents == []
+
+
+def test_a_get_query_is_checked_too(fake):
+    status, _, body = raw(fake, "GET", "/v1/payment_intents?limit=5&expand=latest_charge")
+    assert status == 400 and body["error"]["param"] == "expand"
+    status, _, body = raw(fake, "GET", "/v1/payment_intents/pi_x?client_secrets=1")
+    assert status == 400 and body["error"]["code"] == "parameter_unknown"
+    assert [b["method"] for b in fake.breaches] == ["GET", "GET"]
+
+
+def test_wrong_stripe_version_is_refused(fake):
+    old = client_for(fake, stripe_version="2025-01-27.acacia")
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        old.v1.payment_intents.create(params=params(kpid="kp-ver"),
+                                      options={"idempotency_key": "idem-ver"})
+    e = ei.value
+    assert e.http_status == 400 and e.code == "api_version_invalid"
+    assert "2025-01-27.acacia" in e.user_message and stripe_contract.API_VERSION in e.user_message
+    assert e.headers["Stripe-Version"] == fake.api_version == stripe_contract.API_VERSION
+    assert fake.breaches[0]["code"] == "api_version_invalid" and fake.payment_intents == []
+    assert create(client_for(fake), key="idem-ver", kpid="kp-ver").status == "succeeded"
+
+
+def test_no_stripe_version_is_served_as_the_fakes_own(fake):
+    status, headers, _ = raw(fake, "GET", "/v1/payment_intents")
+    assert status == 200 and headers["Stripe-Version"] == stripe_contract.API_VERSION
+    fake.api_version = "2099-01-01.zinnia"
+    status, headers, _ = raw(fake, "GET", "/v1/payment_intents")
+    assert status == 200 and headers["Stripe-Version"] == "2099-01-01.zinnia"
+    with pytest.raises(stripe.InvalidRequestError) as ei:   # stripe-python always sends its own
+        client_for(fake).v1.payment_intents.list()
+    assert ei.value.code == "api_version_invalid"
+
+
+def test_date_header_follows_the_clock(fake):
+    fake.clock = lambda: 1_700_000_000
+    pi = create(client_for(fake), kpid="kp-clock")
+    assert pi.last_response.headers["Date"] == "Tue, 14 Nov 2023 22:13:20 GMT"
+    assert pi.created == 1_700_000_000
+    assert raw(fake, "GET", "/v1/nope")[1]["Date"] == "Tue, 14 Nov 2023 22:13:20 GMT"
+
+
+# -- PaymentIntent semantics ---------------------------------------------------------------------
+
+def test_dynamic_payment_methods_need_a_return_url_or_no_redirects(fake):
+    c = client_for(fake)
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        create(c, key="idem-redir", kpid="kp-redir", allowed_payment_method_types=None)
+    assert ei.value.param == "return_url"
+    assert "automatic_payment_methods[allow_redirects]" in ei.value.user_message
+    assert fake.payment_intents == []
+    never = create(c, key="idem-redir", kpid="kp-redir", allowed_payment_method_types=None,
+                   automatic_payment_methods={"enabled": True, "allow_redirects": "never"})
+    assert never.status == "succeeded"          # not saved before: the key was still free
+    assert never.automatic_payment_methods.to_dict() == {
+        "enabled": True, "allow_redirects": "never"}
+    assert "card" in never.payment_method_types and never.allowed_payment_method_types is None
+    back = create(c, kpid="kp-ret", allowed_payment_method_types=None,
+                  return_url="https://kiosk.example/back")
+    assert back.status == "succeeded" and back.automatic_payment_methods.enabled is True
+
+
+@pytest.mark.parametrize("other", [
+    {"automatic_payment_methods": {"enabled": True, "allow_redirects": "never"}},
+    {"excluded_payment_method_types": ["cashapp"]},
+    {"payment_method_configuration": "pmc_123"},
+])
+def test_allowed_payment_method_types_is_mutually_exclusive(fake, other):
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        create(client_for(fake), key="idem-excl", **other)
+    e = ei.value
+    assert e.http_status == 400 and e.code == "parameters_exclusive"
+    assert e.param == next(iter(other)) and "allowed_payment_method_types" in e.user_message
+    assert fake.payment_intents == [] and fake.breaches == []
+    assert create(client_for(fake), key="idem-excl").status == "succeeded"
+
+
+def test_allowed_types_are_filtered_to_compatible_ones(fake):
+    c = client_for(fake)
+    pi = create(c, kpid="kp-filter", allowed_payment_method_types=["ideal", "card", "sepa_debit"])
+    assert pi.payment_method_types == ["card"]          # ideal and SEPA are euro-only
+    assert pi.allowed_payment_method_types == ["ideal", "card", "sepa_debit"]
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        create(c, kpid="kp-noncard", currency="eur", allowed_payment_method_types=["ideal"])
+    assert ei.value.code == "payment_intent_incompatible_payment_method"
+    assert ei.value.param == "payment_method"
+    assert fake.intents_for("kp-noncard") == []
+
+
+def test_error_on_requires_action_needs_confirm(fake):
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        create(client_for(fake), kpid="kp-eora", confirm=False)
+    assert ei.value.http_status == 400 and ei.value.param == "error_on_requires_action"
+    assert fake.payment_intents == []
+
+
+@pytest.mark.parametrize("pm", ["pm_card_authenticationRequired", "pm_card_threeDSecure2Required"])
+def test_authentication_required_with_error_on_requires_action(fake, pm):
+    c = client_for(fake)
+    with pytest.raises(stripe.CardError) as ei:
+        create(c, key=f"idem-{pm}", kpid=f"kp-{pm}", pm=pm)
+    e = ei.value
+    assert e.http_status == 402 and e.code == "authentication_required"
+    assert e.error.decline_code == "authentication_required"
+    assert e.error.charge.startswith("ch_")
+    pi = e.error.payment_intent
+    assert pi.status == "requires_payment_method" and pi.next_action is None
+    assert pi.last_payment_error.code == "authentication_required"
+    assert pi.latest_charge == e.error.charge
+    with pytest.raises(stripe.CardError) as again:          # a 402 is saved and replayed
+        create(c, key=f"idem-{pm}", kpid=f"kp-{pm}", pm=pm)
+    assert again.value.headers["Idempotent-Replayed"] == "true"
+    assert len(fake.intents_for(f"kp-{pm}")) == 1
+
+
+def test_authentication_required_without_error_on_requires_action(fake):
+    c = client_for(fake)
+    pi = create(c, kpid="kp-3ds", pm="pm_card_authenticationRequired",
+                error_on_requires_action=None)
+    assert pi.status == "requires_action" and pi.last_payment_error is None
+    assert pi.next_action.type == "use_stripe_sdk" and pi.latest_charge is None
+    redirect = create(c, kpid="kp-3ds-url", pm="pm_card_threeDSecure2Required",
+                      error_on_requires_action=None, return_url="https://kiosk.example/back")
+    assert redirect.next_action.type == "redirect_to_url"
+    assert redirect.next_action.redirect_to_url.return_url == "https://kiosk.example/back"
+
+
+# -- confirm, cancel, capture --------------------------------------------------------------------
+
+def test_confirm_route(fake):
+    c = client_for(fake)
+    pi = create(c, kpid="kp-conf", confirm=None, error_on_requires_action=None)
+    assert pi.status == "requires_confirmation" and pi.latest_charge is None
+    done = c.v1.payment_intents.confirm(
+        pi.id, params={"error_on_requires_action": True}, options={"idempotency_key": "idem-c1"})
+    assert done.status == "succeeded" and done.latest_charge.startswith("ch_")
+    assert done.amount_received == 1250
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        c.v1.payment_intents.confirm(pi.id, options={"idempotency_key": "idem-c2"})
+    e = ei.value
+    assert e.code == "payment_intent_unexpected_state"
+    assert "already succeeded" in e.user_message
+    assert e.error.payment_intent.id == pi.id and e.error.payment_intent.status == "succeeded"
+    with pytest.raises(stripe.InvalidRequestError) as again:   # came from execution: saved
+        c.v1.payment_intents.confirm(pi.id, options={"idempotency_key": "idem-c2"})
+    assert again.value.headers["Idempotent-Replayed"] == "true"
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        c.v1.payment_intents.confirm("pi_missing")
+    assert missing.value.http_status == 404 and missing.value.code == "resource_missing"
+
+
+def test_confirm_after_a_decline_makes_a_new_charge(fake):
+    c = client_for(fake)
+    with pytest.raises(stripe.CardError) as ei:
+        create(c, kpid="kp-retry", pm="pm_card_chargeDeclinedInsufficientFunds")
+    first = ei.value.error.payment_intent
+    again = c.v1.payment_intents.confirm(first.id, params={
+        "payment_method": "pm_card_mastercard", "error_on_requires_action": True})
+    assert again.status == "succeeded" and again.payment_method == "pm_card_mastercard"
+    assert again.latest_charge != first.latest_charge and again.last_payment_error is None
+    assert again.payment_method_types == ["card"]        # the create's allowed types still apply
+    charge = c.v1.payment_intents.retrieve(
+        again.id, params={"expand": ["latest_charge"]}).latest_charge
+    assert charge.paid is True and charge.payment_method_details.card.brand == "mastercard"
+
+
+def test_confirm_without_payment_method_is_unexpected_state(fake):
+    c = client_for(fake)
+    pi = create(c, kpid="kp-nopm", pm=None, confirm=None, error_on_requires_action=None)
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        c.v1.payment_intents.confirm(pi.id)
+    assert ei.value.code == "payment_intent_unexpected_state"
+    assert ei.value.param == "payment_method"
+
+
+def test_cancel_route(fake):
+    c = client_for(fake)
+    fake.clock = lambda: 1_750_000_000
+    with pytest.raises(stripe.CardError) as ei:
+        create(c, kpid="kp-cancel", pm="pm_card_chargeDeclined")
+    pi_id = ei.value.error.payment_intent.id
+    canceled = c.v1.payment_intents.cancel(pi_id, params={"cancellation_reason": "abandoned"},
+                                           options={"idempotency_key": "idem-cancel"})
+    assert canceled.status == "canceled" and canceled.canceled_at == 1_750_000_000
+    assert canceled.cancellation_reason == "abandoned"
+    with pytest.raises(stripe.InvalidRequestError) as again:
+        c.v1.payment_intents.cancel(pi_id)
+    assert again.value.code == "payment_intent_unexpected_state"
+    assert "status of canceled" in again.value.user_message
+    with pytest.raises(stripe.InvalidRequestError) as bad:
+        c.v1.payment_intents.cancel(pi_id, params={"cancellation_reason": "bored"})
+    assert bad.value.param == "cancellation_reason" and fake.breaches[-1]["code"] == \
+        "parameter_invalid_enum"
+    with pytest.raises(stripe.InvalidRequestError) as done:
+        c.v1.payment_intents.cancel(create(c, kpid="kp-cancel-ok").id)
+    assert "status of succeeded" in done.value.user_message
+
+
+def test_cancel_an_authorization_releases_it(fake):
+    c = client_for(fake)
+    held = create(c, kpid="kp-auth-cancel", capture_method="manual")
+    canceled = c.v1.payment_intents.cancel(held.id, params={"expand": ["latest_charge"]})
+    assert canceled.status == "canceled" and canceled.amount_capturable == 0
+    assert canceled.latest_charge.refunded is True and canceled.latest_charge.captured is False
+
+
+def test_capture_route(fake):
+    c = client_for(fake)
+    held = create(c, kpid="kp-cap", capture_method="manual")
+    with pytest.raises(stripe.InvalidRequestError) as too_much:
+        c.v1.payment_intents.capture(held.id, params={"amount_to_capture": 5000},
+                                     options={"idempotency_key": "idem-cap"})
+    assert too_much.value.param == "amount_to_capture"
+    captured = c.v1.payment_intents.capture(held.id, params={"amount_to_capture": 1000},
+                                            options={"idempotency_key": "idem-cap2"})
+    assert captured.status == "succeeded" and captured.amount_received == 1000
+    assert captured.amount_capturable == 0
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        c.v1.payment_intents.capture(held.id)
+    assert ei.value.code == "payment_intent_unexpected_state"
+    assert ei.value.user_message.startswith(
+        "This PaymentIntent could not be captured because it has a status of succeeded.")
+
+
+def test_idempotency_keys_apply_across_routes(fake):
+    c = client_for(fake)
+    pi = create(c, key="idem-shared", kpid="kp-shared", confirm=None,
+                error_on_requires_action=None)
+    with pytest.raises(stripe.IdempotencyError):
+        c.v1.payment_intents.confirm(pi.id, options={"idempotency_key": "idem-shared"})
+    assert c.v1.payment_intents.retrieve(pi.id).status == "requires_confirmation"
+
+
+# -- scripted answers -----------------------------------------------------------------------------
+
+def test_decline_next_with_advice_code(fake):
+    fake.decline_next(2, code="card_declined", decline_code="try_again_later",
+                      advice_code="try_again_later")
+    c = client_for(fake)
+    with pytest.raises(stripe.CardError) as ei:
+        create(c, kpid="kp-dn")
+    e = ei.value
+    assert e.http_status == 402 and e.code == "card_declined"
+    assert e.error.decline_code == "try_again_later" and e.error.advice_code == "try_again_later"
+    assert e.user_message == "Your card was declined."
+    pi = e.error.payment_intent
+    assert pi.status == "requires_payment_method"
+    assert pi.last_payment_error.advice_code == "try_again_later"
+    with pytest.raises(stripe.CardError) as second:          # /confirm counts as an attempt
+        c.v1.payment_intents.confirm(pi.id, params={"error_on_requires_action": True})
+    assert second.value.error.charge != e.error.charge
+    ok = c.v1.payment_intents.confirm(pi.id, params={"error_on_requires_action": True})
+    assert ok.status == "succeeded"
+    charge = c.v1.payment_intents.retrieve(
+        pi.id, params={"expand": ["latest_charge"]}).latest_charge
+    assert charge.outcome.type == "authorized"
+
+
+def test_decline_next_uses_stripes_words(fake):
+    fake.decline_next(code="card_declined", decline_code="insufficient_funds",
+                      advice_code="do_not_try_again")
+    with pytest.raises(stripe.CardError) as ei:
+        create(client_for(fake), kpid="kp-dn2")
+    assert ei.value.user_message == "Your card has insufficient funds."
+    assert ei.value.error.advice_code == "do_not_try_again"
+    fake.decline_next(code="expired_card", decline_code="expired_card")
+    with pytest.raises(stripe.CardError) as expired:
+        create(client_for(fake), kpid="kp-dn3")
+    assert expired.value.param == "exp_month" and expired.value.error.advice_code is None
+
+
+@pytest.mark.parametrize("status", LEAVE_STATUSES)
+def test_leave_next(fake, status):
+    fake.leave_next(1, status)
+    c = client_for(fake)
+    pi = create(c, kpid=f"kp-leave-{status}", capture_method="manual"
+                if status == "requires_capture" else None)
+    assert pi.status == status and pi.last_payment_error is None
+    assert pi.last_response.code == 200
+    if status == "requires_action":     # even though error_on_requires_action was sent
+        assert pi.next_action.type == "use_stripe_sdk"
+    else:
+        assert pi.next_action is None
+    if status in ("processing", "requires_capture"):
+        charge = c.v1.payment_intents.retrieve(
+            pi.id, params={"expand": ["latest_charge"]}).latest_charge
+        assert charge.status == ("pending" if status == "processing" else "succeeded")
+        assert charge.captured is False
+    if status == "requires_capture":
+        assert pi.amount_capturable == 1250
+    assert pi.amount_received == 0
+    assert create(c, kpid="kp-after-leave").status == "succeeded"    # only n attempts
+
+
+def test_leave_next_rejects_other_statuses(fake):
+    with pytest.raises(ValueError):
+        fake.leave_next(1, "succeeded")
+
+
+def test_set_status_settles_processing(fake):
+    c = client_for(fake)
+    fake.leave_next(2, "processing")
+    won = create(c, kpid="kp-settle")
+    lost = create(c, kpid="kp-fail")
+    fake.set_status(won.id, "succeeded")
+    fake.set_status(lost.id, "requires_payment_method")
+    got = c.v1.payment_intents.retrieve(won.id, params={"expand": ["latest_charge"]})
+    assert got.status == "succeeded" and got.amount_received == 1250
+    assert got.latest_charge.status == "succeeded" and got.latest_charge.captured is True
+    failed = c.v1.payment_intents.retrieve(lost.id)
+    assert failed.status == "requires_payment_method"
+    assert failed.last_payment_error.code == "card_declined"
+
+
+def test_set_status_canceled_in_the_dashboard(fake):
+    c = client_for(fake)
+    fake.clock = lambda: 1_760_000_000
+    pi = create(c, kpid="kp-dash", confirm=None, error_on_requires_action=None)
+    fake.set_status(pi.id, "canceled")
+    got = c.v1.payment_intents.retrieve(pi.id)
+    assert got.status == "canceled" and got.canceled_at == 1_760_000_000
+    assert got.cancellation_reason is None
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        c.v1.payment_intents.confirm(pi.id)
+    assert ei.value.code == "payment_intent_unexpected_state"
+    with pytest.raises(KeyError):
+        fake.set_status("pi_missing", "succeeded")
+    with pytest.raises(ValueError):
+        fake.set_status(pi.id, "done")
+
+
+def test_fail_next_429_lock_timeout(fake):
+    fake.fail_next(1, 429, code="lock_timeout")
+    with pytest.raises(stripe.RateLimitError) as ei:
+        create(client_for(fake, retries=0), key="idem-lock", kpid="kp-lock")
+    e = ei.value
+    assert e.http_status == 429 and e.error.code == "lock_timeout"
+    assert e.error.type == "invalid_request_error"
+    assert e.headers["Stripe-Should-Retry"] == "true"
+    assert fake.payment_intents == []
+    # stripe-python follows Stripe-Should-Retry: with retries on, it resends by itself
+    fake.fail_next(1, 429, code="lock_timeout")
+    pi = create(client_for(fake, retries=2), key="idem-lock", kpid="kp-lock")
+    assert pi.status == "succeeded"
+    assert [r["status"] for r in fake.requests] == [429, 429, 200]
+
+
+def test_fail_next_keeps_the_409_body(fake):
+    fake.fail_next(1, 409)
+    with pytest.raises(stripe.APIError) as ei:      # stripe-python's class for a 409
+        create(client_for(fake, retries=0))
+    assert ei.value.http_status == 409 and ei.value.error.code == "lock_timeout"
+    assert "another API request" in ei.value.user_message
+
+
+def test_slow_next_delays_any_route(fake):
+    c = client_for(fake)
+    fake.slow_next(2, 0.4)
+    t0 = time.monotonic()
+    assert c.v1.payment_intents.list().data == []
+    pi = create(c, kpid="kp-slow")
+    assert time.monotonic() - t0 >= 0.8 and pi.status == "succeeded"
+    t1 = time.monotonic()
+    c.v1.payment_intents.list()
+    assert time.monotonic() - t1 < 0.4
+    assert [r["fault"] for r in fake.requests] == ["slow", "slow", None]
+
+
+def test_slow_next_processes_after_the_wait(fake):
+    """Unlike hang_next nothing is committed first: a client that gave up
+    does not know, and the request is still processed when the wait ends."""
+    fake.slow_next(1, 0.6)
+    c = client_for(fake, http_client=stripe.RequestsClient(timeout=0.2))
+    with pytest.raises(stripe.APIConnectionError):
+        create(c, key="idem-slow", kpid="kp-slow2")
+    assert fake.intents_for("kp-slow2") == []
+    deadline = time.monotonic() + 3
+    while not fake.intents_for("kp-slow2") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(fake.intents_for("kp-slow2")) == 1
+    again = create(client_for(fake), key="idem-slow", kpid="kp-slow2")
+    assert again.last_response.headers["Idempotent-Replayed"] == "true"
