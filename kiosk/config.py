@@ -19,6 +19,7 @@ from .money import MoneyError, currency_code
 
 OFFLINE_BEHAVIORS = ("prefer_online", "require_online", "force_offline")
 MAX_NUMBER = 1e9    # no setting needs more; also keeps out inf and nan
+MAX_DECLINE_RETRIES = 8   # well under Mastercard's 10 attempts a day and Visa's 15 in 30 days
 
 
 class ConfigError(Exception):
@@ -58,6 +59,9 @@ CORE_SETTINGS: dict[str, dict[str, Setting]] = {
         "poll_seconds": Setting(float, 15.0, "How often `kiosk run` checks whether Stripe is reachable"),
         "retry_base_seconds": Setting(float, 5.0, "First back-off after a failed attempt; doubles each time"),
         "retry_max_seconds": Setting(float, 300.0, "Longest back-off"),
+        "decline_retry_minutes": Setting(list, [15.0, 60.0, 180.0, 360.0],
+                                         "Waits before each new try of a card declined for now (issuer "
+                                         "unavailable...); as many tries as entries, at most 8", item_type=float),
     },
     "reader": {
         "use": Setting(str, "simulated", "Reader plugin"),
@@ -232,6 +236,11 @@ def _check_core(config: Config) -> None:
             raise ConfigError(f"config [limits] {key} must be between 0 and 1, not {limits[key]}")
     if limits["max_growth"] < 1:
         raise ConfigError(f"config [limits] max_growth must be at least 1, not {limits['max_growth']}")
+    retries = config.values["sync"]["decline_retry_minutes"]
+    if len(retries) > MAX_DECLINE_RETRIES or any(not 0 <= m <= 24 * 60 for m in retries):
+        # card networks penalise excessive retries (docs/stripe.md: "Declined for now")
+        raise ConfigError(f"config [sync] decline_retry_minutes: at most {MAX_DECLINE_RETRIES} tries, "
+                          "each 0 to 1440 minutes")
     hours = kiosk["reminder_hours"]
     if any(not 0 < h < 24 for h in hours):
         raise ConfigError("config [kiosk] reminder_hours must be between 0 and 24 hours")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from .payment import (FAILED, FORWARDING, PENDING, SUCCEEDED, Card, Payment, iso
 log = logging.getLogger("kiosk.engine")
 
 WINDOW_HOURS = 24.0
+READINESS_SECONDS = 300     # how often `kiosk run` asks "ready to sell offline?" again
 SYNC_NOTE_SECONDS = 60      # write "last synced" at most this often while idle online
 
 APPROVED, APPROVED_OFFLINE, DECLINED, REFUSED, CANCELLED, UNCONFIRMED = (
@@ -94,13 +96,39 @@ class Kiosk:
         self._meta_lock = threading.Lock()       # read-modify-write of counters from forwarding threads
         self._key_alerted = False                # the vendor has been told the key is rejected
         self.sync_progress = (0, 0)              # (done, total) of the current or last pass
+        self._request_alerts: set[str] = set()   # "needs an update" alarms already raised, by message
+        self.last_readiness: list | None = None  # the last "ready to sell offline?" answer, for screens
+        self._readiness_at: float | None = None
         if self.store.get_meta("initialized_at") is None:
             self.store.set_meta("initialized_at", iso(self.clock()))
         self.host.call_isolated("kiosk_startup", kiosk=self)
         for storage in getattr(store, "recovered", []):
             self.notify(Notice(notices.STORE_RECOVERED, "Queue recovered after power loss",
                                "an unfinished write was set aside; nothing acknowledged was lost", "warning"))
+        self._upgrade_requests()
         self._tell_interrupted_sales()
+
+    def _upgrade_requests(self) -> None:
+        """Requests an earlier release stored in a shape this API version
+        refuses are brought to today's, keeping their idempotency keys (the
+        sync plugin says why that is safe), before anything is sent."""
+        upgrade = getattr(self.sync, "upgrade", None)
+        if upgrade is None:
+            return
+        changed = 0
+        for payment in self.store.live():
+            request = upgrade(payment)
+            if request is None or request.params == payment.request:
+                continue
+            if request.idempotency_key != payment.idempotency_key:
+                log.error("sync plugin changed the idempotency key of %s while upgrading; keeping the old request",
+                          payment.id)
+                continue
+            payment.request = request.params
+            self.store.save(payment)                     # durable before the first attempt in the new shape
+            changed += 1
+        if changed:
+            log.info("brought %d stored request(s) to the current Stripe API shape", changed)
 
     def _tell_interrupted_sales(self) -> None:
         """An online sale the kiosk died in the middle of: the customer never
@@ -130,6 +158,9 @@ class Kiosk:
 
     def check_online(self) -> bool:
         online = self.sync.reachable()
+        refused = getattr(self.sync, "request_refused", None)
+        if not online and refused:
+            self._alert_request(refused)
         if online != self.online:
             self.notify(Notice(notices.ONLINE, "Online", "Stripe is reachable", "success") if online
                         else Notice(notices.OFFLINE, "Offline", "sales are stored on the kiosk", "warning"))
@@ -235,10 +266,10 @@ class Kiosk:
         return payment
 
     def _charge_now(self, payment: Payment) -> SaleResult:
-        outcome = self.forward_one(payment, tell=False)
+        outcome = self.forward_one(payment, tell=False, at_till=True)
         if outcome.kind == "retry" and payment.state == PENDING:
             # the answer was lost: ask Stripe what happened before telling the vendor anything
-            outcome = self.forward_one(payment, tell=False, lookup_only=True)
+            outcome = self.forward_one(payment, tell=False, lookup_only=True, at_till=True)
         payment = self.store.get(payment.id) or payment
         if outcome.kind == "auth_error" and payment.state == PENDING:
             # a rejected key means Stripe did nothing: this sale is simply not charged
@@ -252,8 +283,11 @@ class Kiosk:
             self.notify(notices.approved(payment))
             return SaleResult(APPROVED, "approved", payment)
         if payment.state == FAILED:
-            self.notify(Notice(notices.SALE_DECLINED, "Declined", f"{payment.decline_code or 'refused'}: "
-                               f"{payment.message}", "warning", payment.public()))
+            self.notify(Notice(notices.SALE_DECLINED, "Declined" if payment.decline_code else "Not charged",
+                               f"{payment.decline_code}: {payment.message}" if payment.decline_code
+                               else payment.message, "warning", payment.public()))
+            if not payment.decline_code:
+                return SaleResult(REFUSED, payment.message, payment)
             return SaleResult(DECLINED, f"declined: {payment.message}", payment)
         # Stripe's answer is lost and the lookup could not settle it: the vendor must know
         payment.interrupted_told = True
@@ -270,7 +304,8 @@ class Kiosk:
         delay = min(sync["retry_max_seconds"], sync["retry_base_seconds"] * 2 ** max(0, attempts - 1))
         return delay * random.uniform(0.8, 1.2)
 
-    def forward_one(self, payment: Payment, tell: bool = True, lookup_only: bool = False) -> Outcome:
+    def forward_one(self, payment: Payment, tell: bool = True, lookup_only: bool = False,
+                    at_till: bool = False) -> Outcome:
         """One attempt for one payment, following the rules in the module
         docstring.  Works on the stored copy: if another thread is forwarding
         it, waits for that attempt and reports what it settled."""
@@ -282,13 +317,16 @@ class Kiosk:
                 return _outcome_of(current)
             self._in_flight.add(payment.id)
         try:
-            return self._forward_one(current, tell, lookup_only)
+            return self._forward_one(current, tell, lookup_only, at_till)
         finally:
             with self._in_flight_lock:
                 self._in_flight.discard(payment.id)
                 self._in_flight_lock.notify_all()
 
-    def _forward_one(self, payment: Payment, tell: bool, lookup_only: bool = False) -> Outcome:
+    def _forward_one(self, payment: Payment, tell: bool, lookup_only: bool = False,
+                     at_till: bool = False) -> Outcome:
+        """``at_till``: the customer is still there (an online sale being
+        charged), so a decline or a refused request ends the sale now."""
         unknown_before = payment.attempts > 0
         previous = payment.state
         now = iso(self.clock())
@@ -303,28 +341,57 @@ class Kiosk:
         if unknown_before or lookup_only:
             outcome = self.sync.lookup(payment)
             if outcome.kind == "not_found":
-                outcome = Outcome("retry", message="Stripe has no record of it yet") if lookup_only else None
+                if outcome.payment_intent:
+                    # Stripe holds the sale's PaymentIntent, unfinished: send carries on with it
+                    payment.payment_intent = outcome.payment_intent
+                outcome = Outcome("retry", payment_intent=outcome.payment_intent,
+                                  message="Stripe has not charged it yet") if lookup_only else None
         if outcome is None:
             outcome = self.sync.send(payment)
         crash_point("forward:after_send")
-        self._record(payment, outcome)
+        self._record(payment, outcome, at_till)
         self._changed(payment, previous)
+        if outcome.kind == "request_rejected":
+            self._alert_request(outcome.message)
         if tell:
             self._tell(payment, outcome)
         return outcome
 
-    def _record(self, payment: Payment, outcome: Outcome) -> None:
+    def _record(self, payment: Payment, outcome: Outcome, at_till: bool = False) -> None:
         now = self.clock()
-        if outcome.kind == "succeeded":
-            payment.state, payment.payment_intent, payment.message = SUCCEEDED, outcome.payment_intent, ""
+        kind = outcome.kind
+        if outcome.payment_intent:
+            payment.payment_intent = outcome.payment_intent   # every later step acts on that one
+        retries = self.config["sync"]["decline_retry_minutes"]
+        if kind == "declined_for_now" and (at_till or payment.soft_declines >= len(retries)):
+            # the customer is at the till (they can try again now), or the tries are used up
+            kind = "declined"
+            outcome = Outcome("declined", payment_intent=outcome.payment_intent,
+                              decline_code=outcome.decline_code or "try_again_later",
+                              message=outcome.message if at_till else
+                              f"{outcome.message} (tried {payment.soft_declines + 1} times)")
+        if kind == "request_rejected" and at_till:
+            # Stripe did nothing with a refused request: this sale is simply not charged
+            kind, outcome = "refused", Outcome("refused", message=f"not charged: {outcome.message}")
+        if kind == "succeeded":
+            payment.state, payment.message = SUCCEEDED, ""
             payment.decline_code, payment.settled_at = None, iso(now)
-        elif outcome.kind in ("declined", "refused"):
-            payment.state, payment.payment_intent = FAILED, outcome.payment_intent
-            payment.decline_code = outcome.decline_code if outcome.kind == "declined" else None
+        elif kind in ("declined", "refused"):
+            payment.state = FAILED
+            payment.decline_code = outcome.decline_code if kind == "declined" else None
             payment.message, payment.settled_at = outcome.message, iso(now)
+        elif kind == "declined_for_now":
+            payment.state, payment.soft_declines = PENDING, payment.soft_declines + 1
+            reason = outcome.decline_code or "not finished"
+            payment.message = f"declined for now ({reason}): {outcome.message}"
+            delay = retries[payment.soft_declines - 1] * 60
+            payment.next_attempt_at = iso(now + timedelta(seconds=delay))
         else:
             payment.state, payment.message = PENDING, outcome.message
-            delay = outcome.retry_after or self._backoff(payment.attempts)
+            if kind == "request_rejected":
+                delay = self.config["sync"]["retry_max_seconds"]   # nothing changes until the kiosk does
+            else:
+                delay = outcome.retry_after or self._backoff(payment.attempts)
             payment.next_attempt_at = iso(now + timedelta(seconds=delay))
         self.store.save(payment)                         # durable before anyone hears of it
         if payment.offline and payment.settled:
@@ -337,12 +404,19 @@ class Kiosk:
             self.notify(notices.forwarded(payment))
         elif payment.state == FAILED:
             self.notify(notices.declined(payment))
-        elif outcome.kind == "auth_error":
-            pass  # told once per pass, in forward()
+        elif outcome.kind == "declined_for_now":
+            left = len(self.config["sync"]["decline_retry_minutes"]) - payment.soft_declines
+            reason = f"{outcome.decline_code or 'not finished'} — {outcome.message}"
+            self.notify(notices.declined_for_now(payment, reason, left))
+        # auth_error: told once per pass, in forward(); request_rejected: once per message
 
-    def _due(self, payment: Payment, now: datetime) -> bool:
+    def _due(self, payment: Payment, now: datetime, force: bool = False) -> bool:
+        """``force`` ("sync now") skips the back-off, but a card declined for
+        now is never tried again sooner than its wait: card networks count retries."""
         when = parse_iso(payment.next_attempt_at)
-        return when is None or when <= now
+        if when is None or when <= now:
+            return True
+        return force and payment.soft_declines == 0
 
     def forward(self, force: bool = True, stop: threading.Event | None = None,
                 progress=None) -> SyncReport:
@@ -357,7 +431,7 @@ class Kiosk:
                     self._alert_key(report.auth_error)
                 return report
             now = self.clock()
-            due = [p for p in self.store.live() if force or self._due(p, now)]
+            due = [p for p in self.store.live() if self._due(p, now, force)]
             report = SyncReport(reached=True)
             abort = threading.Event()
             done = 0
@@ -384,7 +458,7 @@ class Kiosk:
             for outcome in outcomes:
                 if outcome is not None and outcome.kind == "auth_error":
                     report.auth_error = outcome.message
-            unsettled = any(o is not None and o.kind == "retry" for o in outcomes)
+            unsettled = any(o is not None and o.kind in ("retry", "request_rejected") for o in outcomes)
             if done < len(due):          # stopped early: the pass is over all the same
                 self._progress(len(due), len(due))
             live = self.store.live()
@@ -426,6 +500,16 @@ class Kiosk:
         return [p for p in self.store.settled()
                 if p.state == FAILED and not p.followed_up and (p.offline or p.interrupted_told)]
 
+    def _alert_request(self, message: str) -> None:
+        """Stripe refused the kiosk's own request: tell the vendor once per
+        kind of refusal, not once per payment."""
+        with self._meta_lock:
+            if message in self._request_alerts:
+                return
+            self._request_alerts.add(message)
+        log.error("%s", message)
+        self.notify(notices.needs_update(message))
+
     def _alert_key(self, message: str) -> None:
         """Tell the vendor once per outage, not every poll."""
         if not self._key_alerted:
@@ -433,7 +517,6 @@ class Kiosk:
             self.notify(notices.auth_failed(message))
 
     def note_synced(self, force: bool = False) -> None:
-        import time
         if force or time.monotonic() - self._last_sync_note > SYNC_NOTE_SECONDS:
             self._last_sync_note = time.monotonic()
             self.store.set_meta("last_sync_at", iso(self.clock()))
@@ -462,6 +545,16 @@ class Kiosk:
         self.notify(notice)
         return [notice]
 
+    # -- ready to sell offline? ------------------------------------------------
+
+    def readiness(self) -> list:
+        """Every "ready to sell offline?" line (see :mod:`kiosk.readiness`);
+        kept in ``last_readiness`` for screens, which must not ask the network."""
+        from . import readiness
+        lines = readiness.check(self)
+        self.last_readiness, self._readiness_at = lines, time.monotonic()
+        return lines
+
     # -- the appliance loop ----------------------------------------------------
 
     def run_background(self, stop: threading.Event) -> None:
@@ -479,6 +572,9 @@ class Kiosk:
                         self.note_synced()
                 elif getattr(self.sync, "key_rejected", False):
                     self._alert_key("Stripe rejected the API key")
+                if self.online and (self._readiness_at is None
+                                    or time.monotonic() - self._readiness_at > READINESS_SECONDS):
+                    self.readiness()     # asked while online: offline, Stripe's lines could not be checked
                 self.remind()
                 self.store.maintain()
             except Exception:

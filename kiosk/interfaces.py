@@ -119,7 +119,8 @@ class PaymentStore(Protocol):
 
 # -- sync ----------------------------------------------------------------------
 
-OutcomeKind = Literal["succeeded", "declined", "refused", "retry", "auth_error", "not_found"]
+OutcomeKind = Literal["succeeded", "declined", "declined_for_now", "refused", "request_rejected",
+                      "retry", "auth_error", "not_found"]
 
 
 @dataclass(frozen=True)
@@ -127,24 +128,37 @@ class Outcome:
     """What the processor said about one payment.
 
     - ``succeeded``: charged; ``payment_intent`` is set.
-    - ``declined``: the card was declined; ``decline_code`` and ``message``.
-    - ``refused``: a permanent refusal that is not a card decline (invalid
-      request, unknown payment method); ``message``.
-    - ``retry``: not processed or outcome unknown (network, 429, 5xx); try later.
+    - ``declined``: the card was declined for good; ``decline_code`` and ``message``.
+    - ``declined_for_now``: declined, but the issuer or processor says a later
+      try may succeed (issuer unavailable, try again later), or the processor
+      left the payment unfinished; ``decline_code`` when there is one.  The
+      engine retries a bounded number of times, then fails it.
+    - ``refused``: a permanent refusal that is not a card decline (the
+      payment was cancelled at the processor...); ``message``.
+    - ``request_rejected``: the processor refused *our request* (a parameter
+      it does not know, a wrong type): a bug of the kiosk's, never the
+      customer's.  The payment is kept and the vendor alarmed.
+    - ``retry``: not processed or outcome unknown (network, 429, 5xx, still
+      processing); try later.
     - ``auth_error``: the API key was rejected; stop forwarding, keep the queue.
-    - ``not_found``: (lookups only) the processor has no such payment.
+    - ``not_found``: (lookups only) the processor has not charged this payment
+      and nothing is in flight: it is safe to send.  ``payment_intent`` may
+      name the processor's unfinished record of it, which ``send`` continues.
     """
     kind: OutcomeKind
     payment_intent: str | None = None
     decline_code: str | None = None
     message: str = ""
     retry_after: float | None = None
+    advice_code: str | None = None      # the processor's advice on a decline (try_again_later...)
 
 
 @dataclass(frozen=True)
 class Request:
     """The exact request for one payment, stored before the first attempt and
-    reused on every retry."""
+    reused on every retry.  It changes only when a newer kiosk brings a stored
+    request to the API version it speaks (``Forwarder.upgrade``), and then
+    keeps its idempotency key."""
     idempotency_key: str
     params: dict = field(default_factory=dict)
 
@@ -169,6 +183,25 @@ class Forwarder(Protocol):
         payment's processor record, or ``Outcome("not_found")``."""
 
     def close(self) -> None: ...
+
+    # Optional, looked up with getattr by the engine (a forwarder without them works):
+    #   upgrade(payment) -> Request | None   bring a request stored by an earlier
+    #       release to today's shape, same idempotency key; None if unchanged
+    #   check() -> list[Readiness]           "ready to sell offline?" as the processor sees it
+    #   problem: str | None                  one line of trouble for status and screens
+    #   key_rejected: bool                   the last online check was refused for the key
+    #   request_refused: str | None          the processor refuses the kiosk's own request
+    #       (reachable() is then False: sales go offline and are kept; the vendor is alarmed)
+    #   stripe_now() -> float                the processor's clock (unix), for lookups
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """One line of ``kiosk check``: is this part ready for selling offline?"""
+    name: str                    # short, stable: "api_key", "clock", "reader"...
+    ok: bool
+    detail: str                  # one line for the vendor
+    advice: str | None = None    # what to do, when not ok (or a recommendation when ok)
 
 
 # -- display -------------------------------------------------------------------

@@ -25,6 +25,8 @@ OFFLINE = "offline"
 STORE_RECOVERED = "store_recovered"
 READER = "reader"                  # card reader connected, disconnected, battery low (reader plugins)
 INTERRUPTED = "interrupted"        # an online sale whose outcome is not known yet
+DECLINED_FOR_NOW = "declined_for_now"  # declined, but the issuer may approve a later try: the kiosk retries
+NEEDS_UPDATE = "needs_update"      # Stripe refused the kiosk's own request: sales kept, the kiosk needs an update
 
 
 @dataclass(frozen=True)
@@ -91,3 +93,16 @@ def interrupted(payment: Payment) -> Notice:
                   f"{_what(payment)} taken {payment.created_at}: Stripe's answer was lost. It is kept and "
                   "will be settled when Stripe answers — do not charge the card again until then",
                   "warning", payment.public())
+
+
+def declined_for_now(payment: Payment, reason: str, retries_left: int) -> Notice:
+    return Notice(DECLINED_FOR_NOW, "Declined for now — will retry",
+                  f"{_what(payment)} taken {payment.created_at}: {reason.rstrip('.')}. The kiosk tries again "
+                  f"({retries_left} more {'try' if retries_left == 1 else 'tries'}); nothing to do yet",
+                  "warning", payment.public())
+
+
+def needs_update(message: str) -> Notice:
+    return Notice(NEEDS_UPDATE, "This kiosk needs an update",
+                  f"{message} — offline sales are kept and sent once it is updated; "
+                  "online sales are not charged until then", "error")

@@ -8,7 +8,8 @@ States::
 
 A payment holds a processor token and brand/last4/expiry for display, never a
 card number.  Its ``request`` (idempotency key and exact parameters) is set
-when the sale is stored, before any attempt, and never changes.
+when the sale is stored, before any attempt; it changes only when a newer
+release brings it to the API version it speaks, keeping its idempotency key.
 """
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ class Payment:
     reminded_hours: list = field(default_factory=list)
     followed_up: bool = False
     interrupted_told: bool = False  # an online sale cut short: the vendor was told once
+    soft_declines: int = 0          # declines a later try may turn round ("declined for now")
 
     @property
     def settled(self) -> bool:

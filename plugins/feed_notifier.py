@@ -1,6 +1,6 @@
 """Built-in notifier: writes every notice to the log, and keeps the ones the
 vendor must be able to look at later (forwarded, declined with details,
-reminders, limits, key rejected) in the kiosk's feed, in the encrypted store.
+reminders, limits, key rejected, declined for now, needs an update) in the kiosk's feed, in the encrypted store.
 
 Sale acknowledgements are not kept: the vendor saw them at the till and the
 payment itself is stored -- a second fsync on the sale path buys nothing.
@@ -16,7 +16,8 @@ log = logging.getLogger("kiosk.notice")
 from kiosk import notices
 
 KEPT = frozenset({notices.FORWARDED, notices.DECLINED, notices.REMINDER, notices.LIMIT_REACHED,
-                  notices.AUTH_FAILED, notices.STORE_RECOVERED, notices.INTERRUPTED})
+                  notices.AUTH_FAILED, notices.STORE_RECOVERED, notices.INTERRUPTED,
+                  notices.DECLINED_FOR_NOW, notices.NEEDS_UPDATE})
 _LEVELS = {"info": logging.INFO, "success": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 

@@ -25,6 +25,8 @@ TEST_CARDS = {
     "lost_card": ("pm_card_chargeDeclinedLostCard", "visa", "9987"),
     "stolen_card": ("pm_card_chargeDeclinedStolenCard", "visa", "9979"),
     "customer_fail": ("pm_card_chargeCustomerFail", "visa", "0341"),  # localstripe's decline
+    "processing_error": ("pm_card_chargeDeclinedProcessingError", "visa", "0119"),  # declined for now
+    "authentication_required": ("pm_card_authenticationRequired", "visa", "3184"),  # asks for 3-D Secure
 }
 
 SETTINGS = {

@@ -26,8 +26,14 @@ def free_port() -> int:
 
 @pytest.fixture
 def fake_stripe():
+    """The strict fake Stripe.  A test fails if the kiosk sent anything
+    today's API refuses (a parameter it does not know, a wrong type, another
+    API version), unless the test sets ``allow_breaches`` and checks them itself."""
     with FakeStripe() as peer:
+        peer.allow_breaches = False
         yield peer
+        if not peer.allow_breaches:
+            assert peer.breaches == [], f"requests Stripe would refuse: {peer.breaches}"
 
 
 LOCALSTRIPE_RUNNER = """
@@ -40,7 +46,11 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 
 @pytest.fixture
 def localstripe():
-    """The PyPI ``localstripe`` server, bound to 127.0.0.1 in a child process."""
+    """The PyPI ``localstripe`` server, bound to 127.0.0.1 in a child process,
+    behind the translating shim of ``localstripe_shim`` (it predates Stripe's
+    2026 API).  ``.url`` is the shim the kiosk talks to, ``.upstream_url``
+    localstripe itself."""
+    from localstripe_shim import LocalstripeShim
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", LOCALSTRIPE_RUNNER, str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -54,7 +64,10 @@ def localstripe():
     else:
         proc.kill()
         pytest.fail("localstripe did not start")
-    yield f"http://127.0.0.1:{port}"
+    shim = LocalstripeShim(f"http://127.0.0.1:{port}").start()
+    shim.upstream_url = f"http://127.0.0.1:{port}"
+    yield shim
+    shim.stop()
     proc.terminate()
     proc.wait(timeout=10)
 

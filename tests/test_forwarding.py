@@ -59,16 +59,23 @@ def test_declines_fail_with_code_and_a_detailed_notice(tmp_path, fake_stripe, op
     assert kiosk.store.get_meta("offline_declined") == 1
 
 
-def test_unknown_payment_method_is_refused_permanently(tmp_path, fake_stripe, open_kiosk):
+def test_a_token_stripe_does_not_know_is_kept_not_failed(tmp_path, fake_stripe, open_kiosk):
+    """Stripe's 400 about the kiosk's own request is never the customer's
+    decline: the sale stays, the vendor is alarmed once."""
     kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk)
-    [payment] = sell(kiosk, "visa")
-    stored = kiosk.store.get(payment.id)
-    stored.request = dict(stored.request, payment_method="pm_nonexistent")
-    kiosk.store.save(stored)
-    kiosk.forward()
-    failed = kiosk.store.get(payment.id)
-    assert failed.state == FAILED and failed.decline_code is None and "No such PaymentMethod" in failed.message
-    assert fake_stripe.payment_intents == []
+    payments = sell(kiosk, "visa", "visa")
+    for payment in payments:
+        stored = kiosk.store.get(payment.id)
+        stored.request = dict(stored.request, payment_method="pm_nonexistent")
+        kiosk.store.save(stored)
+    report = kiosk.forward()
+    assert (report.succeeded, report.failed, report.pending) == (0, 0, 2)
+    for payment in payments:
+        kept = kiosk.store.get(payment.id)
+        assert kept.state == PENDING and "No such PaymentMethod" in kept.message
+    alarms = [n for n in kiosk.store.notices() if n["kind"] == "needs_update"]
+    assert len(alarms) == 1 and "No such PaymentMethod" in alarms[0]["message"]
+    assert fake_stripe.payment_intents == [] and kiosk.store.get_meta("last_sync_at") is None
 
 
 def test_rejected_key_stops_forwarding_keeps_queue_and_alerts(tmp_path, fake_stripe, open_kiosk):
@@ -88,11 +95,12 @@ def test_rejected_key_stops_forwarding_keeps_queue_and_alerts(tmp_path, fake_str
     assert kiosk.forward().succeeded == 3 and len(fake_stripe.payment_intents) == 3
 
 
-@pytest.mark.parametrize("status", [429, 500])
-def test_transient_errors_stay_pending_with_backoff_then_succeed(tmp_path, fake_stripe, open_kiosk, status):
+@pytest.mark.parametrize("status, code", [(429, None), (429, "lock_timeout"), (409, None), (500, None),
+                                          (503, None)])
+def test_transient_errors_stay_pending_with_backoff_then_succeed(tmp_path, fake_stripe, open_kiosk, status, code):
     kiosk = offline_kiosk(tmp_path, fake_stripe, open_kiosk, sync={"retry_base_seconds": 60.0})
     [payment] = sell(kiosk, "visa")
-    fake_stripe.fail_next(1, status)
+    fake_stripe.fail_next(1, status, code=code)
     outcome = kiosk.forward_one(kiosk.store.get(payment.id))
     assert outcome.kind == "retry"
     waiting = kiosk.store.get(payment.id)

@@ -5,7 +5,13 @@ payment-method token, tagged ``metadata.kiosk_payment_id`` so an attempt
 whose outcome was lost can be found again.  The idempotency key and exact
 parameters come from the stored payment, so every retry -- in this process
 or after a crash -- sends the same request.  stripe-python retries network
-errors, 409 and 5xx itself with that key.
+errors, 409 and 5xx itself with that key.  Once Stripe holds a payment's
+PaymentIntent, every later step (another try of the card, a cancel, a
+capture) acts on that PaymentIntent and never creates a second one: a
+PaymentIntent succeeds at most once, whatever becomes of idempotency keys.
+
+The request shapes are in :mod:`.request`, what each answer means in
+:mod:`.answers`, "ready to sell offline?" in :mod:`.readiness`.
 
 Never logs the API key or a request body: stripe-python's own console
 logging (``STRIPE_LOG``) is switched off.  Requests are paced under Stripe's
@@ -35,6 +41,11 @@ from kiosk.config import Setting
 from kiosk.hookspecs import hookimpl
 from kiosk.interfaces import Outcome, Request
 from kiosk.money import to_stripe_amount
+from kiosk.payment import parse_iso
+
+from . import answers, readiness
+from . import request as shape
+from .request import API_VERSION
 
 log = logging.getLogger("kiosk.stripe")
 
@@ -48,6 +59,8 @@ SETTINGS = {
         "concurrency": Setting(int, 4, "Payments forwarded at once"),
         "max_requests_per_second": Setting(float, 0.0, "0: 22/s for test keys, 95/s for live keys (Stripe: 25 and 100)"),
         "lookup_margin_minutes": Setting(float, 60.0, "Extra look-back when looking up an unknown outcome"),
+        "offline_after_failures": Setting(int, 2, "Online checks in a row that Stripe must fail (500, 429, slow) "
+                                                  "before the kiosk counts as offline; no connection counts at once"),
     },
 }
 
@@ -114,11 +127,11 @@ class StripeForwarder:
         base = {"api": settings["api_base"].rstrip("/")}
         if self.api_key:
             self.client = stripe.StripeClient(
-                self.api_key, base_addresses=base,
+                self.api_key, base_addresses=base, stripe_version=API_VERSION,
                 max_network_retries=settings["max_network_retries"],
                 http_client=stripe.RequestsClient(timeout=settings["request_timeout"]))
             self.probe = stripe.StripeClient(
-                self.api_key, base_addresses=base, max_network_retries=0,
+                self.api_key, base_addresses=base, stripe_version=API_VERSION, max_network_retries=0,
                 http_client=stripe.RequestsClient(
                     timeout=min(2.0, settings["reachability_timeout"])))
         else:
@@ -126,15 +139,23 @@ class StripeForwarder:
         self.deadline = min(2.0, settings["reachability_timeout"])
         self.problem = None if self.api_key else NO_KEY
         self.key_rejected = False
+        self.request_refused: str | None = None   # Stripe refuses the online check itself: the kiosk needs an update
         self.clock_offset = 0.0
+        self.last_answer: dict = {}        # what the last good online check saw: Stripe's headers, when
+        self._state_lock = threading.Lock()
+        self._failures = 0                 # online checks in a row that Stripe answered badly or late
+        self._was_online = False
 
     # -- online check ---------------------------------------------------------
 
     def reachable(self) -> bool:
         """One cheap authenticated request, answered within the deadline
         (<= 2 s) whatever the network does: the request runs on its own thread
-        and a late answer counts as unreachable.  A rejected key is not
-        reachable for selling; ``key_rejected`` tells forwarding to alert."""
+        and a late answer counts as a failure.  No connection is offline at
+        once; a 500, a 429 or a late answer is a hiccup, and only
+        ``offline_after_failures`` of them in a row make the kiosk offline --
+        one bad answer must not turn a sale into an offline one.  A rejected
+        key is not reachable for selling; ``key_rejected`` tells forwarding to alert."""
         if self.probe is None:
             return False
         answer: dict = {}
@@ -144,30 +165,59 @@ class StripeForwarder:
             try:
                 page = self.probe.v1.payment_intents.list(params={"limit": 1})
                 answer["ok"] = True
-                self._note_stripe_clock(page)
-            except (stripe.AuthenticationError, stripe.PermissionError):
-                answer["rejected"] = True
-            except stripe.StripeError:
-                pass
+                self._note_answer(page)
+            except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+                answer["rejected"] = exc
+            except stripe.APIConnectionError:
+                answer["no_connection"] = True
+            except stripe.InvalidRequestError as exc:
+                answer["refused"] = exc
+            except stripe.StripeError as exc:
+                answer["hiccup"] = exc
         worker = threading.Thread(target=probe, name="stripe-probe", daemon=True)
         worker.start()
         worker.join(self.deadline)
-        if worker.is_alive():
+        with self._state_lock:
+            if worker.is_alive():
+                return self._hiccup(answered=False)
+            if "rejected" in answer:
+                self.key_rejected, self.problem = True, answers.from_error(answer["rejected"]).message
+                self._failures, self._was_online = 0, False
+                return False
+            if "refused" in answer and (answer["refused"].http_status or 400) < 500:
+                # Stripe refuses the kiosk's own request (an API version it no longer takes...): selling
+                # online would fail every sale, so sell offline and keep the sales until the kiosk is fixed
+                self.request_refused = answers.request_rejected(answer["refused"]).message
+                self.problem = self.request_refused
+                self._failures, self._was_online = 0, False
+                return False
+            if answer.get("ok"):
+                self.key_rejected, self.problem, self.request_refused = False, None, None
+                self._failures, self._was_online = 0, True
+                return True
+            if "hiccup" in answer:
+                return self._hiccup(answered=True)
+            self._failures, self._was_online = 0, False
             return False
-        if "rejected" in answer:
-            self.key_rejected, self.problem = True, "Stripe rejected the API key"
-            return False
-        if answer.get("ok"):
-            self.key_rejected, self.problem = False, None
-            return True
-        return False
 
-    def _note_stripe_clock(self, response) -> None:
+    def _hiccup(self, answered: bool) -> bool:
+        """A bad or late answer: still online, unless it keeps happening.  An
+        answer, even a 500, proves the connection; a late one counts as online
+        only when the last check found Stripe (it may be a dead network)."""
+        self._failures += 1
+        online = (answered or self._was_online) and self._failures < self.settings["offline_after_failures"]
+        self._was_online = online
+        return online
+
+    def _note_answer(self, response) -> None:
         """Stripe's clock, from the Date header: lookups must not trust ours
-        (a Raspberry Pi has no real-time clock)."""
+        (a Raspberry Pi has no real-time clock); and the version it answered in."""
+        headers = getattr(getattr(response, "last_response", None), "headers", None) or {}
+        self.last_answer = {"stripe_version": headers.get("Stripe-Version"), "date": headers.get("Date"),
+                            "at": time.time()}
         try:
-            stripe_now = parsedate_to_datetime(response.last_response.headers["Date"]).timestamp()
-        except (AttributeError, KeyError, TypeError, ValueError):
+            stripe_now = parsedate_to_datetime(headers["Date"]).timestamp()
+        except (KeyError, TypeError, ValueError):
             return
         self.clock_offset = stripe_now - time.time()
 
@@ -181,48 +231,147 @@ class StripeForwarder:
         metadata = {"kiosk_payment_id": payment.id, "kiosk_id": self.kiosk_id}
         if payment.offline:
             metadata["offline_stored_at"] = payment.created_at
-        params = {
-            "amount": to_stripe_amount(payment.amount, payment.currency),
-            "currency": payment.currency,
-            "payment_method": payment.token,
-            "payment_method_types": ["card"],
-            "confirm": True,
-            "metadata": metadata,
-        }
-        return Request(idempotency_key=f"kiosk-{payment.id}", params=params)
+        params = shape.create_params(amount=to_stripe_amount(payment.amount, payment.currency),
+                                     currency=payment.currency, token=payment.token, metadata=metadata)
+        return Request(idempotency_key=shape.idempotency_key(payment.id), params=params)
+
+    def upgrade(self, payment) -> Request | None:
+        """A request stored by an earlier release, in today's shape (same key)."""
+        params = shape.upgrade(payment.request or {})
+        return None if params is None else Request(idempotency_key=payment.idempotency_key, params=params)
 
     def send(self, payment) -> Outcome:
         if self.client is None:
             return Outcome("auth_error", message=NO_KEY)
-        self.pace.wait()
+        if payment.payment_intent:
+            # Stripe holds this sale already: carry on with that PaymentIntent, never make another
+            return self._continue(payment, payment.payment_intent)
         try:
+            self.pace.wait()
             intent = self.client.v1.payment_intents.create(
                 params=payment.request, options={"idempotency_key": payment.idempotency_key})
         except stripe.CardError as exc:
-            return _declined(exc)
+            return answers.from_card_error(exc)
         except stripe.IdempotencyError:
             # the key was used with other parameters: find what that request did
             found = self.lookup(payment)
+            if found.kind == "not_found" and found.payment_intent:
+                return self._continue(payment, found.payment_intent)
             if found.kind != "not_found":
                 return found
-            return Outcome("refused", message="Stripe refused a reused idempotency key")
+            return Outcome("request_rejected", message="Stripe refused the kiosk's request: its idempotency "
+                                                       "key was used with other parameters")
         except stripe.StripeError as exc:
-            return _from_error(exc)
-        return _from_intent(intent.to_dict())
+            return answers.from_error(exc)
+        return self._settle(payment, intent.to_dict(), may_confirm=True)
+
+    def _continue(self, payment, intent_id: str) -> Outcome:
+        """The next step for a sale whose PaymentIntent Stripe holds."""
+        try:
+            intent = self._retrieve(intent_id)
+        except stripe.StripeError as exc:
+            return answers.from_error(exc)
+        return self._settle(payment, intent, may_confirm=True)
+
+    def _settle(self, payment, intent: dict, may_confirm: bool) -> Outcome:
+        """Finish what a PaymentIntent's status asks for; at most one confirm per attempt."""
+        status, intent_id = intent.get("status"), intent.get("id")
+        if status in ("requires_payment_method", "requires_confirmation"):
+            declined = answers.last_error(intent)
+            if declined is not None and (declined.kind == "declined" or not may_confirm):
+                return declined
+            if may_confirm:
+                return self._confirm(payment, intent_id)
+            return Outcome("declined_for_now", payment_intent=intent_id,
+                           message=f"Stripe left the payment unfinished ({status})")
+        if status == "requires_action":
+            return self._cancel(payment, intent_id)
+        if status == "requires_capture":
+            return self._capture(payment, intent_id)
+        return answers.from_intent(intent)
+
+    def _step(self, payment, step: str, call) -> dict | Outcome:
+        """One follow-up call on the sale's PaymentIntent, with a key of its own
+        made from the stored attempt number (the same after a crash).  Returns
+        the PaymentIntent as Stripe now holds it, or an Outcome."""
+        key = shape.step_key(payment.idempotency_key, step, payment.attempts)
+        try:
+            self.pace.wait()
+            return call({"idempotency_key": key}).to_dict()
+        except stripe.CardError as exc:
+            return answers.from_card_error(exc)
+        except stripe.InvalidRequestError as exc:
+            error = answers.error_body(exc)
+            if error.get("code") != "payment_intent_unexpected_state":
+                return answers.from_error(exc)
+            # it moved on meanwhile (succeeded, cancelled...): go by what it is now
+            intent = error.get("payment_intent")
+            if isinstance(intent, dict) and intent.get("status"):
+                return intent
+            return Outcome("retry", message="Stripe says the payment moved on; looking again later")
+        except stripe.StripeError as exc:
+            return answers.from_error(exc)
+
+    def _confirm(self, payment, intent_id: str) -> Outcome:
+        answer = self._step(payment, "confirm", lambda options: self.client.v1.payment_intents.confirm(
+            intent_id, params=shape.confirm_params(payment.request), options=options))
+        if isinstance(answer, Outcome):
+            return answer if answer.payment_intent or answer.kind == "auth_error" else \
+                Outcome(answer.kind, payment_intent=intent_id, decline_code=answer.decline_code,
+                        message=answer.message, advice_code=answer.advice_code)
+        return self._settle(payment, answer, may_confirm=False)
+
+    def _cancel(self, payment, intent_id: str) -> Outcome:
+        """A PaymentIntent waiting for 3-D Secure that nobody can do: cancel it
+        at Stripe, never leave it hanging, and fail the sale."""
+        answer = self._step(payment, "cancel", lambda options: self.client.v1.payment_intents.cancel(
+            intent_id, params=shape.cancel_params(), options=options))
+        if isinstance(answer, Outcome):
+            if answer.kind == "auth_error":
+                return answer
+            return Outcome("retry", payment_intent=intent_id,
+                           message=f"cancelling a payment that needs authentication: {answer.message}")
+        if answer.get("status") != "canceled":
+            return self._settle(payment, answer, may_confirm=False)
+        return Outcome("declined", payment_intent=intent_id, decline_code="authentication_required",
+                       message=answers.AUTHENTICATION)
+
+    def _capture(self, payment, intent_id: str) -> Outcome:
+        """Authorised but not captured (someone asked for manual capture): the
+        sale was approved for this amount, so take the money."""
+        answer = self._step(payment, "capture", lambda options: self.client.v1.payment_intents.capture(
+            intent_id, options=options))
+        if isinstance(answer, Outcome):
+            if answer.kind == "auth_error":
+                return answer
+            return Outcome("retry", payment_intent=intent_id, message=f"capturing the payment: {answer.message}")
+        return self._settle(payment, answer, may_confirm=False)
+
+    def _retrieve(self, intent_id: str) -> dict:
+        self.pace.wait()
+        return self.client.v1.payment_intents.retrieve(intent_id).to_dict()
 
     def lookup(self, payment) -> Outcome:
-        """List PaymentIntents created since just before the first attempt and
-        match ``metadata.kiosk_payment_id`` (the search API is only eventually
-        consistent, the list is not)."""
+        """What Stripe did with this sale.  With its PaymentIntent known: that
+        PaymentIntent.  Otherwise list PaymentIntents created since just before
+        the first attempt and match ``metadata.kiosk_payment_id`` (the search
+        API is only eventually consistent, the list is not)."""
         if self.client is None:
             return Outcome("auth_error", message=NO_KEY)
-        from kiosk.payment import parse_iso
+        if payment.payment_intent:
+            try:
+                intent = self._retrieve(payment.payment_intent)
+            except stripe.StripeError as exc:
+                return self._lookup_failed(exc)
+            declined = answers.last_error(intent)
+            # the kiosk may have recorded this decline already: only a final one settles the sale
+            return declined if declined is not None and declined.kind == "declined" else answers.from_intent(intent)
         # the earlier of our clock and Stripe's at the first attempt, less a margin
         since = parse_iso(payment.first_attempt_at or payment.created_at).timestamp()
         if payment.first_attempt_stripe_at:
             since = min(since, payment.first_attempt_stripe_at)
-        margin = self.settings["lookup_margin_minutes"] * 60
-        params = {"limit": 100, "created": {"gte": int(since - margin)}}
+        since = int(since - self.settings["lookup_margin_minutes"] * 60)
+        params = shape.list_params(since)
         found = []
         try:
             while True:
@@ -232,70 +381,31 @@ class StripeForwarder:
                 found += [i for i in data if (i.get("metadata") or {}).get("kiosk_payment_id") == payment.id]
                 if not page.has_more or not data:
                     break
-                params = dict(params, starting_after=data[-1]["id"])
-        except (stripe.AuthenticationError, stripe.PermissionError):
-            return Outcome("auth_error", message="Stripe rejected the API key")
+                params = shape.list_params(since, starting_after=data[-1]["id"])
         except stripe.StripeError as exc:
-            # a failed lookup says nothing about the payment: never settle on it
-            return Outcome("retry", message=f"lookup failed: {(exc.user_message or type(exc).__name__)}".splitlines()[0])
+            return self._lookup_failed(exc)
         if not found:
             return Outcome("not_found")
         if len(found) > 1:
             log.error("payment %s has %d PaymentIntents at Stripe: %s", payment.id, len(found),
                       ", ".join(i["id"] for i in found))
         best = next((i for i in found if i.get("status") == "succeeded"), found[0])
-        return _from_intent(best)
+        # a decline this kiosk never heard of is recorded as it was, final or not
+        return answers.last_error(best) or answers.from_intent(best)
+
+    @staticmethod
+    def _lookup_failed(exc: stripe.StripeError) -> Outcome:
+        if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
+            return answers.from_error(exc)
+        # a failed lookup says nothing about the payment: never settle on it
+        return Outcome("retry", message=f"lookup failed: {answers.from_error(exc).message}")
+
+    def check(self) -> list:
+        """"Ready to sell offline?" as Stripe sees it (see :mod:`.readiness`)."""
+        return readiness.check(self)
 
     def close(self) -> None:
         pass
-
-
-def _from_intent(intent: dict) -> Outcome:
-    status = intent.get("status")
-    if status == "succeeded":
-        return Outcome("succeeded", payment_intent=intent["id"])
-    if status == "requires_capture":
-        # we never ask for manual capture; someone changed it at Stripe
-        return Outcome("refused", payment_intent=intent["id"],
-                       message="authorised but not captured: capture or cancel it in the Stripe Dashboard")
-    error = intent.get("last_payment_error") or {}
-    if status == "requires_payment_method" and error:
-        return Outcome("declined", payment_intent=intent["id"],
-                       decline_code=error.get("decline_code") or error.get("code") or "card_declined",
-                       message=error.get("message") or "The card was declined.")
-    if status == "requires_action":
-        return Outcome("refused", payment_intent=intent["id"],
-                       message="the card needs the customer's authentication, which a kiosk cannot ask for")
-    if status == "canceled":
-        return Outcome("refused", payment_intent=intent["id"], message="the PaymentIntent was canceled")
-    # processing, requires_confirmation: not settled yet; look again later
-    return Outcome("retry", payment_intent=intent["id"], message=f"Stripe says {status}")
-
-
-def _declined(exc: stripe.CardError) -> Outcome:
-    error = exc.error
-    intent = getattr(error, "payment_intent", None) if error is not None else None
-    intent_id = intent.get("id") if isinstance(intent, dict) else getattr(intent, "id", None)
-    code = (getattr(error, "decline_code", None) if error is not None else None) or exc.code or "card_declined"
-    return Outcome("declined", payment_intent=intent_id, decline_code=code,
-                   message=exc.user_message or "The card was declined.")
-
-
-def _from_error(exc: stripe.StripeError) -> Outcome:
-    message = (exc.user_message or type(exc).__name__).splitlines()[0]
-    if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
-        return Outcome("auth_error", message="Stripe rejected the API key")
-    if isinstance(exc, stripe.RateLimitError):
-        return Outcome("retry", message="Stripe rate limit; trying again later")
-    if isinstance(exc, (stripe.APIConnectionError, stripe.APIError)):
-        return Outcome("retry", message="Stripe could not be reached")
-    if isinstance(exc, stripe.InvalidRequestError):
-        if exc.http_status and exc.http_status >= 500:
-            return Outcome("retry", message=message)
-        return Outcome("refused", message=message)
-    if exc.http_status and exc.http_status < 500:
-        return Outcome("refused", message=message)
-    return Outcome("retry", message=message)
 
 
 class StripeSyncPlugin:
