@@ -1,8 +1,9 @@
 """The ``kiosk`` command.  Its options, output and exit codes are a contract
 for scripts and tests:
 
-    0  done (a sale approved online or stored offline; Stripe reached)
-    1  a sale declined, refused or not confirmed
+    0  done (a sale approved online or stored offline; Stripe reached;
+       ``kiosk check``: ready to sell offline)
+    1  a sale declined, refused or not confirmed; ``kiosk check``: not ready
     2  usage, configuration or plugin error
     3  Stripe unreachable (``kiosk sync``; nothing changed)
     4  Stripe rejected the API key (``kiosk sync``; nothing lost)
@@ -133,7 +134,8 @@ def cmd_sync(args) -> int:
         if args.json:
             _print_json(report.as_dict())
         elif not report.reached:
-            print(f"Stripe unreachable: nothing sent; {report.pending} pending", file=sys.stderr)
+            why = getattr(kiosk.sync, "problem", None) or "Stripe unreachable"
+            print(f"{why}: nothing sent; {report.pending} pending", file=sys.stderr)
         else:
             print(f"succeeded {report.succeeded}, failed {report.failed}, pending {report.pending}")
             if report.auth_error:
@@ -172,6 +174,49 @@ def cmd_status(args) -> int:
         return EXIT_OK
     finally:
         kiosk.close()
+
+
+def cmd_check(args) -> int:
+    """Ready to sell offline?  0 ready, 1 not ready; every reason one line."""
+    from . import readiness
+    from .interfaces import Readiness
+    try:
+        kiosk = _open(args)
+    except (StoreAlarm, StoreBusy) as exc:
+        advice = ("the running kiosk holds it: its Sync page shows whether it is ready" if isinstance(exc, StoreBusy)
+                  else "the queue must be looked at before selling (see docs)")
+        lines = [Readiness("queue", False, str(exc), advice), *_processor_lines(args)]
+    else:
+        try:
+            lines = kiosk.readiness()
+        finally:
+            kiosk.close()
+    ready = readiness.ready(lines)
+    if args.json:
+        _print_json({"ready": ready, "checks": [{"name": line.name, "ok": line.ok, "detail": line.detail,
+                                                 "advice": line.advice} for line in lines]})
+    else:
+        for line in lines:
+            advice = f" — {line.advice}" if line.advice else ""
+            print(f"{'ok ' if line.ok else 'NOT'}  {line.name}: {line.detail}{advice}")
+        print("Ready to sell offline." if ready else
+              f"Not ready to sell offline: {sum(not line.ok for line in lines)} problem(s) above.")
+    return EXIT_OK if ready else EXIT_REFUSED
+
+
+def _processor_lines(args) -> list:
+    """Stripe's lines when the queue cannot be opened: the rest needs the kiosk."""
+    from . import readiness
+    from .boot import load_config, load_host, plugin_settings
+    host = load_host()
+    config = load_config(host, Path(args.config))
+    name = config["sync"]["use"]
+    sync = host.call_on(name, "kiosk_open_sync", settings=plugin_settings(host, config, name),
+                        kiosk_id=config.kiosk_id)
+    try:
+        return readiness.processor(sync)
+    finally:
+        sync.close()
 
 
 def cmd_plugins(args) -> int:
@@ -293,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("queue", cmd_queue, "list every payment")
     add("sync", cmd_sync, "forward pending payments to Stripe now")
     add("status", cmd_status, "online or offline, what is waiting, limits in force")
+    add("check", cmd_check, "ready to sell offline? the Stripe key, API version, clock, reader and queue")
     add("plugins", cmd_plugins, "list loaded plugins")
     p = add("notices", cmd_notices, "the notice feed, newest last")
     p.add_argument("--limit", type=int, default=50)

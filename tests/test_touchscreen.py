@@ -286,6 +286,28 @@ def test_forwarded_payments_toast_and_sync_progress(screen, fake_stripe):
     assert bar.value == 1.0 and pixel(display, "sync_bar") == screens.PRIMARY
 
 
+def test_the_sync_page_says_whether_the_kiosk_is_ready_to_sell_offline(screen, fake_stripe):
+    kiosk, display = screen()
+    tap(display, "nav_sync")
+    assert display.widget("sync_ready") is None          # not asked yet: nothing claimed
+    kiosk.readiness()
+    display.catch_up()
+    assert on_screen(display, "Ready to sell offline") and display.widget("sync_ready").colour == screens.ONLINE
+    fake_stripe.clock = lambda: time.time() + 3600       # Stripe's clock an hour ahead of the kiosk's
+    kiosk.readiness()
+    display.catch_up()
+    assert on_screen(display, "Not ready to sell offline: clock differs from Stripe's")
+    assert display.widget("sync_ready").colour == screens.DANGER
+
+
+def test_the_sync_page_readiness_in_japanese(screen):
+    kiosk, display = screen(language="ja", kiosk={"offline_behavior": "require_online"})
+    kiosk.readiness()
+    display.catch_up()
+    tap(display, "nav_sync")
+    assert on_screen(display, "オフライン販売の準備ができていません：オフライン販売がオフです")
+
+
 def test_touch_mirrored_as_mouse_counts_once(screen):
     _, display = screen()
     x, y = display.widget("key_7").box.center

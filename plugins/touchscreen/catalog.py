@@ -102,6 +102,16 @@ EN = {
     "waiting_line": "{n} waiting: {totals}",
     "nothing_waiting": "Nothing waiting to be sent",
     "window_left": "{left} left of the 24 h window",
+    "ready_offline": "Ready to sell offline",
+    "not_ready_offline": "Not ready to sell offline: {reason}",
+    "ready_api_key": "no Stripe key",
+    "ready_stripe": "Stripe not checked",
+    "ready_api_version": "Stripe API version differs",
+    "ready_clock": "clock differs from Stripe's",
+    "ready_reader": "reader cannot sell offline",
+    "ready_queue": "queue not readable",
+    "ready_offline_sales": "offline sales switched off",
+    "ready_sync": "sync first, payments are old",
     # banners, toasts, notices
     "remind_1": "Go online soon: {n} waiting, {left} left to send",
     "remind_2": "Go online now: {left} left to send {n} payment(s)",
@@ -122,6 +132,7 @@ EN = {
     "notice_store_recovered": "Queue recovered after power loss",
     "notice_reader": "Card reader — {what}",
     "notice_interrupted": "Online sale not confirmed: {what} — do not charge again",
+    "notice_needs_update": "This kiosk needs an update — Stripe refuses its requests; offline sales are kept",
 }
 
 JA = {
@@ -206,6 +217,16 @@ JA = {
     "waiting_line": "未送信 {n}件：{totals}",
     "nothing_waiting": "未送信の支払いはありません",
     "window_left": "24時間の期限まで残り {left}",
+    "ready_offline": "オフライン販売の準備ができています",
+    "not_ready_offline": "オフライン販売の準備ができていません：{reason}",
+    "ready_api_key": "Stripeキーがありません",
+    "ready_stripe": "Stripeを確認できません",
+    "ready_api_version": "StripeのAPIバージョンが異なります",
+    "ready_clock": "時計がStripeとずれています",
+    "ready_reader": "リーダーがオフライン非対応",
+    "ready_queue": "キューを読めません",
+    "ready_offline_sales": "オフライン販売がオフです",
+    "ready_sync": "古い支払いがあります：先に同期",
     "remind_1": "早めにオンラインに：未送信 {n}件、送信期限まで残り {left}",
     "remind_2": "今すぐオンラインに：残り {left}で {n}件を送信",
     "remind_3": "残り {left}！今すぐ接続して {n}件を送信",
@@ -225,6 +246,7 @@ JA = {
     "notice_store_recovered": "停電後にキューを復旧しました",
     "notice_reader": "カードリーダー：{what}",
     "notice_interrupted": "オンライン販売が未確認：{what} — 再請求しないでください",
+    "notice_needs_update": "キオスクの更新が必要です — Stripeが要求を拒否（オフライン販売は保持）",
 }
 
 # Stripe decline codes a vendor meets most; others are shown as the code itself.
@@ -269,6 +291,9 @@ class Catalog:
     def __call__(self, key: str, **values) -> str:
         text = self.table.get(key) or EN[key]
         return text.format(**values) if values else text
+
+    def has(self, key: str) -> bool:
+        return key in EN
 
     def decline(self, code: str | None, message: str = "") -> str:
         """A decline reason the vendor can say to a customer."""

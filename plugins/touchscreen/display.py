@@ -114,7 +114,7 @@ class TouchscreenDisplay:
         self._chores.start()                    # its first read waits for the first frame: start-up is faster
         OPEN_DISPLAYS.append(self)
         for notice in list(getattr(kiosk, "recent_notices", ())):   # sent before the screen existed
-            if notice.kind in ("store_recovered", "interrupted", "auth_failed", "reader"):
+            if notice.kind in ("store_recovered", "interrupted", "auth_failed", "reader", "needs_update"):
                 self.notice(notice)
 
     # -- fonts and language ----------------------------------------------------------
@@ -505,7 +505,7 @@ class TouchscreenDisplay:
                 self.ui.alerts.append(Alert("reader", self.catalog("notice_reader", what=what)))
             return
         key = {"auth_failed": "notice_auth_failed", "store_recovered": "notice_store_recovered",
-               "interrupted": "notice_interrupted"}.get(notice.kind)
+               "interrupted": "notice_interrupted", "needs_update": "notice_needs_update"}.get(notice.kind)
         if key is None:
             return     # the rest are on screen already: results, toasts, the status bar and its banner
         payment = notice.payment or {}
@@ -823,4 +823,5 @@ def read_snapshot(kiosk) -> Snapshot:
         live=kiosk.store.live()[::-1],
         settled=kiosk.store.settled(SETTLED_SHOWN),
         problem=getattr(kiosk.sync, "problem", None),
+        readiness=kiosk.last_readiness,
     )

@@ -489,8 +489,8 @@ def sync_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
     u, gap = geo.u, geo.gap
     snap = ui.snapshot
     body = geo.text["body"] + 8
-    state, waiting, window, last, progress_text, bar, _, bottom = column(
-        geo.content, [(geo.text["large"] + 8, 8), (body, 6), (body, 6), (body, 6), (body, 6),
+    state, waiting, window, last, ready, progress_text, bar, _, bottom = column(
+        geo.content, [(geo.text["large"] + 8, 8), (body, 6), (body, 6), (body, 6), (body, 6), (body, 6),
                       (max(24, u // 2), 4), (0, 2), (int(u * 1.2), 0)], gap)
     online = ctx.online
     words = {True: t("online"), False: t("offline")}.get(online, t("checking"))
@@ -508,6 +508,14 @@ def sync_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
         else:
             scene.text(waiting, t("nothing_waiting"), align="left", name="sync_waiting")
         scene.text(last, t("last_sync", when=ctx.when(snap.last_sync_at)), align="left", colour=MUTED)
+        if snap.readiness:
+            blocked = next((line for line in snap.readiness if not line.ok), None)
+            if blocked is None:
+                scene.text(ready, t("ready_offline"), align="left", name="sync_ready", colour=ONLINE, bold=True)
+            else:
+                reason = t(f"ready_{blocked.name}") if t.has(f"ready_{blocked.name}") else blocked.detail
+                scene.text(ready, t("not_ready_offline", reason=reason), align="left", name="sync_ready",
+                           colour=DANGER, bold=True)
     done, total = ui.progress
     if total and done < total:
         label = t("sync_progress", done=done, total=total)

@@ -138,6 +138,7 @@ def _fill(kiosk, fake) -> dict:
     fake.set_offline(False)
     clock.offset = timedelta(hours=13, minutes=30)
     kiosk.forward()
+    kiosk.readiness()              # what `kiosk run` found while it was online
     fake.set_offline(True)
     clock.offset = timedelta(hours=13, minutes=5)
     for card, amount in sample["later"]:

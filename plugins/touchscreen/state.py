@@ -27,6 +27,7 @@ class Snapshot:
     live: list = field(default_factory=list)          # Payments, newest first
     settled: list = field(default_factory=list)       # Payments, newest first (the last few hundred)
     problem: str | None = None                        # the sync plugin's one-line trouble, if any
+    readiness: list | None = None                     # "ready to sell offline?" lines, once checked
     seq: int = 0                                      # which refresh request this read answers
 
 
