@@ -1,9 +1,10 @@
 """``kiosk demo``: a walk through a market day, no Stripe account needed.
 
 Starts a local Stripe peer on 127.0.0.1 (or uses Stripe's test mode when
-STRIPE_API_KEY holds an ``sk_test_`` key), takes an online sale, loses the
-signal, takes offline sales, comes back, forwards them and shows the
-decline notice a vendor would follow up.  Uses the configuration given, with
+STRIPE_API_KEY holds an ``sk_test_`` or ``rk_test_`` key), takes an online
+sale, loses the signal, takes offline sales, comes back, forwards them and
+shows the decline notice a vendor would follow up, and a decline "for now"
+the kiosk will try again.  Uses the configuration given, with
 its own throw-away data directory.
 """
 from __future__ import annotations
@@ -71,13 +72,13 @@ def _show_touchscreen(kiosk, no_screen: bool) -> None:
 def run_demo(config_path: Path, keep: bool = False, screen: bool = True) -> int:
     from .fake_stripe import FakeStripe
     real_key = os.environ.get("STRIPE_API_KEY", "")
-    use_stripe = real_key.startswith("sk_test_")
+    use_stripe = real_key.startswith(("sk_test_", "rk_test_"))
     data_dir = Path(tempfile.mkdtemp(prefix="kiosk-demo-"))
     peer = None
     overrides = {"storage": {"path": str(data_dir)}, "reader.simulated": {"mode": "chip"},
                  "kiosk": {"offline_behavior": "prefer_online"}}
     if use_stripe:
-        print("Using Stripe's test mode with your sk_test_ key.")
+        print("Using Stripe's test mode with your test key.")
         overrides["stripe"] = {"api_base": "https://api.stripe.com"}
     else:
         peer = FakeStripe().start()
@@ -100,7 +101,8 @@ def run_demo(config_path: Path, keep: bool = False, screen: bool = True) -> int:
         else:
             behavior = "force_offline"   # real Stripe stays reachable: pretend
         for amount, card, customer in (("8.00", "visa", None), ("23.50", "mastercard", None),
-                                       ("15.00", "insufficient_funds", "+1 555 0100")):
+                                       ("15.00", "insufficient_funds", "+1 555 0100"),
+                                       ("6.00", "processing_error", None)):
             print(f" - {format_amount(money(amount), currency)} on {card}")
             _show(kiosk.take_sale(money(amount), card=card, customer=customer, confirm=yes, behavior=behavior))
 
@@ -127,12 +129,13 @@ def run_demo(config_path: Path, keep: bool = False, screen: bool = True) -> int:
 
         _say("Notices the vendor sees")
         for notice in kiosk.store.notices(20):
-            if notice["kind"] in ("forwarded", "declined"):
+            if notice["kind"] in ("forwarded", "declined", "declined_for_now"):
                 print(f"   [{notice['level']}] {notice['title']}: {notice['message']}")
         _say("The queue")
-        for p in kiosk.store.settled()[::-1]:
+        for p in kiosk.store.settled()[::-1] + kiosk.store.live():
+            tail = p.message if p.state == "pending" else p.decline_code or ""
             print(f"   {p.state:<10} {format_amount(p.amount, p.currency):>9} {p.card.brand} •••• {p.card.last4}"
-                  f"  {p.payment_intent or ''} {p.decline_code or ''}")
+                  f"  {p.payment_intent or ''} {tail}")
         print("\nNext: `kiosk --help`, the README, and docs/plugins.md for writing a plugin.")
         _show_touchscreen(kiosk, no_screen=not screen)
         return 0

@@ -201,10 +201,11 @@ def test_demo_walks_through_a_market_day():
     result = run_kiosk("demo", "--no-screen", "--config", ROOT / "config.toml", env={"STRIPE_API_KEY": ""}, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "APPROVED visa •••• 4242" in out and out.count("APPROVED OFFLINE") == 3
+    assert "APPROVED visa •••• 4242" in out and out.count("APPROVED OFFLINE") == 4
     assert "over the offline limit per sale" in out and "cannot take payments offline" in out
-    assert "succeeded 2, failed 1, pending 0" in out
+    assert "succeeded 2, failed 1, pending 1" in out
     assert "Payment declined — follow up" in out and "insufficient_funds" in out and "+1 555 0100" in out
+    assert "Declined for now — will retry" in out and "processing_error" in out
 
 
 def test_run_headless_forwards_when_stripe_returns_and_stops_cleanly(tmp_path, fake_stripe):
