@@ -61,7 +61,8 @@ CORE_SETTINGS: dict[str, dict[str, Setting]] = {
         "retry_max_seconds": Setting(float, 300.0, "Longest back-off"),
         "decline_retry_minutes": Setting(list, [15.0, 60.0, 180.0, 360.0],
                                          "Waits before each new try of a card declined for now (issuer "
-                                         "unavailable...); as many tries as entries, at most 8", item_type=float),
+                                         "unavailable...); as many tries as entries, at most 8 and "
+                                         "24 h in all", item_type=float),
     },
     "reader": {
         "use": Setting(str, "simulated", "Reader plugin"),
@@ -237,10 +238,11 @@ def _check_core(config: Config) -> None:
     if limits["max_growth"] < 1:
         raise ConfigError(f"config [limits] max_growth must be at least 1, not {limits['max_growth']}")
     retries = config.values["sync"]["decline_retry_minutes"]
-    if len(retries) > MAX_DECLINE_RETRIES or any(not 0 <= m <= 24 * 60 for m in retries):
-        # card networks penalise excessive retries (docs/stripe.md: "Declined for now")
+    if len(retries) > MAX_DECLINE_RETRIES or sum(retries) > 24 * 60:
+        # card networks penalise excessive retries (docs/stripe.md: "Declined for now"); all
+        # within the day an offline payment has to reach Stripe
         raise ConfigError(f"config [sync] decline_retry_minutes: at most {MAX_DECLINE_RETRIES} tries, "
-                          "each 0 to 1440 minutes")
+                          "1440 minutes in all")
     hours = kiosk["reminder_hours"]
     if any(not 0 < h < 24 for h in hours):
         raise ConfigError("config [kiosk] reminder_hours must be between 0 and 24 hours")

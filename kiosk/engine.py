@@ -267,18 +267,14 @@ class Kiosk:
 
     def _charge_now(self, payment: Payment) -> SaleResult:
         outcome = self.forward_one(payment, tell=False, at_till=True)
-        if outcome.kind == "retry" and payment.state == PENDING:
+        if outcome.kind == "retry" and (self.store.get(payment.id) or payment).state == PENDING:
             # the answer was lost: ask Stripe what happened before telling the vendor anything
             outcome = self.forward_one(payment, tell=False, lookup_only=True, at_till=True)
         payment = self.store.get(payment.id) or payment
         if outcome.kind == "auth_error" and payment.state == PENDING:
-            # a rejected key means Stripe did nothing: this sale is simply not charged
-            payment.state, payment.message, payment.settled_at = FAILED, \
-                f"not charged: {outcome.message}", iso(self.clock())
-            self.store.save(payment)
-            self._changed(payment, PENDING)
-            self.notify(notices.auth_failed(outcome.message))
-            return SaleResult(REFUSED, payment.message, payment)
+            # the key was refused between the online check and the answer: stripe-python may have
+            # retried a create Stripe had already charged, so this is not "not charged" -- keep it
+            self._alert_key(outcome.message)
         if payment.state == SUCCEEDED:
             self.notify(notices.approved(payment))
             return SaleResult(APPROVED, "approved", payment)
@@ -327,7 +323,9 @@ class Kiosk:
                      at_till: bool = False) -> Outcome:
         """``at_till``: the customer is still there (an online sale being
         charged), so a decline or a refused request ends the sale now."""
-        unknown_before = payment.attempts > 0
+        # a request Stripe refused outright did nothing: no need to look it up before sending again
+        unknown_before = payment.attempts > 0 and payment.last_outcome != "request_rejected"
+        payment.last_outcome = None              # durable with the mark: a crash from here is "unknown"
         previous = payment.state
         now = iso(self.clock())
         payment.state, payment.attempts, payment.last_attempt_at = FORWARDING, payment.attempts + 1, now
@@ -349,6 +347,7 @@ class Kiosk:
         if outcome is None:
             outcome = self.sync.send(payment)
         crash_point("forward:after_send")
+        payment.last_outcome = outcome.kind
         self._record(payment, outcome, at_till)
         self._changed(payment, previous)
         if outcome.kind == "request_rejected":
@@ -367,7 +366,7 @@ class Kiosk:
             # the customer is at the till (they can try again now), or the tries are used up
             kind = "declined"
             outcome = Outcome("declined", payment_intent=outcome.payment_intent,
-                              decline_code=outcome.decline_code or "try_again_later",
+                              decline_code=outcome.decline_code,
                               message=outcome.message if at_till else
                               f"{outcome.message} (tried {payment.soft_declines + 1} times)")
         if kind == "request_rejected" and at_till:
@@ -382,6 +381,7 @@ class Kiosk:
             payment.message, payment.settled_at = outcome.message, iso(now)
         elif kind == "declined_for_now":
             payment.state, payment.soft_declines = PENDING, payment.soft_declines + 1
+            payment.declined_attempt = outcome.attempt
             reason = outcome.decline_code or "not finished"
             payment.message = f"declined for now ({reason}): {outcome.message}"
             delay = retries[payment.soft_declines - 1] * 60
@@ -405,7 +405,7 @@ class Kiosk:
         elif payment.state == FAILED:
             self.notify(notices.declined(payment))
         elif outcome.kind == "declined_for_now":
-            left = len(self.config["sync"]["decline_retry_minutes"]) - payment.soft_declines
+            left = len(self.config["sync"]["decline_retry_minutes"]) - payment.soft_declines + 1
             reason = f"{outcome.decline_code or 'not finished'} — {outcome.message}"
             self.notify(notices.declined_for_now(payment, reason, left))
         # auth_error: told once per pass, in forward(); request_rejected: once per message

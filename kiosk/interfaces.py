@@ -151,6 +151,8 @@ class Outcome:
     message: str = ""
     retry_after: float | None = None
     advice_code: str | None = None      # the processor's advice on a decline (try_again_later...)
+    attempt: str | None = None          # the processor's id of the attempt reported (a charge): a decline
+                                        # is counted once, however often it is looked up
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,8 @@ class Payment:
     followed_up: bool = False
     interrupted_told: bool = False  # an online sale cut short: the vendor was told once
     soft_declines: int = 0          # declines a later try may turn round ("declined for now")
+    declined_attempt: str | None = None   # the processor's id of the last of those, counted once
+    last_outcome: str | None = None # what the last finished attempt came to; None while one is under way
 
     @property
     def settled(self) -> bool:

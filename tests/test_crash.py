@@ -136,3 +136,25 @@ def test_random_kills_lose_no_acknowledged_sale(config, fake_stripe):
     payments = queue(config)
     assert all(p["state"] == "succeeded" for p in payments)
     assert_exactly_once(fake_stripe, payments)
+
+
+def test_power_cuts_after_each_try_of_a_declined_card_never_exceed_the_retry_bound(tmp_path, fake_stripe):
+    """A card declined for now is tried at most 1 + len(decline_retry_minutes)
+    times whatever the power does: a try whose answer was cut off is counted
+    from Stripe's record, not tried again (card networks fine excess retries)."""
+    path = write_config(tmp_path, fake_stripe.url, sync={"decline_retry_minutes": [0.0, 0.0]})
+    run_kiosk("init", "--config", path)
+    assert run_kiosk("charge", "10.00", "--offline", "--config", path).returncode == 0
+    fake_stripe.decline_next(20, decline_code="issuer_not_available")
+    assert run_kiosk("sync", "--config", path).returncode == 0          # first try: declined for now
+    for _ in range(4):
+        cut = run_kiosk("sync", "--config", path, env={"KIOSK_CRASH_AT": "forward:after_send"})
+        assert cut.returncode == -signal.SIGKILL
+    for _ in range(4):
+        run_kiosk("sync", "--config", path)
+    [payment] = queue(config=path)
+    tries = [r for r in fake_stripe.requests if r["method"] == "POST" and not r["replayed"]
+             and r["path"].rsplit("/", 1)[-1] in ("payment_intents", "confirm")]
+    assert payment["state"] == "failed" and payment["decline_code"] == "issuer_not_available"
+    assert len(tries) == 3, [r["path"] for r in tries]
+    assert len(fake_stripe.intents_for(payment["id"])) == 1

@@ -145,6 +145,9 @@ class StripeForwarder:
         self._state_lock = threading.Lock()
         self._failures = 0                 # online checks in a row that Stripe answered badly or late
         self._was_online = False
+        self._gate = threading.Lock()      # one online check at a time; callers meanwhile share its answer
+        self._checking: threading.Event | None = None
+        self._answer = False
 
     # -- online check ---------------------------------------------------------
 
@@ -155,9 +158,28 @@ class StripeForwarder:
         once; a 500, a 429 or a late answer is a hiccup, and only
         ``offline_after_failures`` of them in a row make the kiosk offline --
         one bad answer must not turn a sale into an offline one.  A rejected
-        key is not reachable for selling; ``key_rejected`` tells forwarding to alert."""
+        key is not reachable for selling; ``key_rejected`` tells forwarding to alert.
+
+        Checks asked for while one is under way (the background loop, a
+        sale, ``kiosk check``) share its answer: one blip is counted once."""
         if self.probe is None:
             return False
+        with self._gate:
+            running = self._checking
+            if running is None:
+                mine = self._checking = threading.Event()
+        if running is not None:
+            running.wait(self.deadline + 1.0)
+            return self._answer
+        try:
+            self._answer = self._check_once()
+        finally:
+            with self._gate:
+                self._checking = None
+            mine.set()
+        return self._answer
+
+    def _check_once(self) -> bool:
         answer: dict = {}
 
         def probe():
@@ -205,7 +227,8 @@ class StripeForwarder:
         answer, even a 500, proves the connection; a late one counts as online
         only when the last check found Stripe (it may be a dead network)."""
         self._failures += 1
-        online = (answered or self._was_online) and self._failures < self.settings["offline_after_failures"]
+        limit = max(1, self.settings["offline_after_failures"])
+        online = (answered or self._was_online) and self._failures < limit
         self._was_online = online
         return online
 
@@ -277,8 +300,8 @@ class StripeForwarder:
         """Finish what a PaymentIntent's status asks for; at most one confirm per attempt."""
         status, intent_id = intent.get("status"), intent.get("id")
         if status in ("requires_payment_method", "requires_confirmation"):
-            declined = answers.last_error(intent)
-            if declined is not None and (declined.kind == "declined" or not may_confirm):
+            declined = answers.uncounted_decline(intent, payment.declined_attempt)
+            if declined is not None:
                 return declined
             if may_confirm:
                 return self._confirm(payment, intent_id)
@@ -290,11 +313,9 @@ class StripeForwarder:
             return self._capture(payment, intent_id)
         return answers.from_intent(intent)
 
-    def _step(self, payment, step: str, call) -> dict | Outcome:
-        """One follow-up call on the sale's PaymentIntent, with a key of its own
-        made from the stored attempt number (the same after a crash).  Returns
-        the PaymentIntent as Stripe now holds it, or an Outcome."""
-        key = shape.step_key(payment.idempotency_key, step, payment.attempts)
+    def _step(self, key: str, call) -> dict | Outcome:
+        """One follow-up call on the sale's PaymentIntent, with its own key.
+        Returns the PaymentIntent as Stripe now holds it, or an Outcome."""
         try:
             self.pace.wait()
             return call({"idempotency_key": key}).to_dict()
@@ -313,7 +334,8 @@ class StripeForwarder:
             return answers.from_error(exc)
 
     def _confirm(self, payment, intent_id: str) -> Outcome:
-        answer = self._step(payment, "confirm", lambda options: self.client.v1.payment_intents.confirm(
+        key = shape.confirm_key(payment.idempotency_key, payment.soft_declines)
+        answer = self._step(key, lambda options: self.client.v1.payment_intents.confirm(
             intent_id, params=shape.confirm_params(payment.request), options=options))
         if isinstance(answer, Outcome):
             return answer if answer.payment_intent or answer.kind == "auth_error" else \
@@ -324,8 +346,9 @@ class StripeForwarder:
     def _cancel(self, payment, intent_id: str) -> Outcome:
         """A PaymentIntent waiting for 3-D Secure that nobody can do: cancel it
         at Stripe, never leave it hanging, and fail the sale."""
-        answer = self._step(payment, "cancel", lambda options: self.client.v1.payment_intents.cancel(
-            intent_id, params=shape.cancel_params(), options=options))
+        answer = self._step(shape.step_key(payment.idempotency_key, "cancel"),
+                            lambda options: self.client.v1.payment_intents.cancel(
+                                intent_id, params=shape.cancel_params(), options=options))
         if isinstance(answer, Outcome):
             if answer.kind == "auth_error":
                 return answer
@@ -339,8 +362,8 @@ class StripeForwarder:
     def _capture(self, payment, intent_id: str) -> Outcome:
         """Authorised but not captured (someone asked for manual capture): the
         sale was approved for this amount, so take the money."""
-        answer = self._step(payment, "capture", lambda options: self.client.v1.payment_intents.capture(
-            intent_id, options=options))
+        answer = self._step(shape.step_key(payment.idempotency_key, "capture"),
+                            lambda options: self.client.v1.payment_intents.capture(intent_id, options=options))
         if isinstance(answer, Outcome):
             if answer.kind == "auth_error":
                 return answer
@@ -363,9 +386,7 @@ class StripeForwarder:
                 intent = self._retrieve(payment.payment_intent)
             except stripe.StripeError as exc:
                 return self._lookup_failed(exc)
-            declined = answers.last_error(intent)
-            # the kiosk may have recorded this decline already: only a final one settles the sale
-            return declined if declined is not None and declined.kind == "declined" else answers.from_intent(intent)
+            return answers.uncounted_decline(intent, payment.declined_attempt) or answers.from_intent(intent)
         # the earlier of our clock and Stripe's at the first attempt, less a margin
         since = parse_iso(payment.first_attempt_at or payment.created_at).timestamp()
         if payment.first_attempt_stripe_at:
@@ -391,7 +412,7 @@ class StripeForwarder:
                       ", ".join(i["id"] for i in found))
         best = next((i for i in found if i.get("status") == "succeeded"), found[0])
         # a decline this kiosk never heard of is recorded as it was, final or not
-        return answers.last_error(best) or answers.from_intent(best)
+        return answers.uncounted_decline(best, payment.declined_attempt) or answers.from_intent(best)
 
     @staticmethod
     def _lookup_failed(exc: stripe.StripeError) -> Outcome:

@@ -52,13 +52,13 @@ def error_body(exc: stripe.StripeError) -> dict:
 
 
 def declined(decline_code: str | None, advice_code: str | None, message: str | None,
-             payment_intent: str | None) -> Outcome:
+             payment_intent: str | None, charge: str | None = None) -> Outcome:
     code = decline_code or "card_declined"
     if code == "authentication_required":
         message = AUTHENTICATION
     kind = "declined_for_now" if is_try_again(code, advice_code) else "declined"
     return Outcome(kind, payment_intent=payment_intent, decline_code=code, advice_code=advice_code,
-                   message=(message or "The card was declined.").splitlines()[0])
+                   message=(message or "The card was declined.").splitlines()[0], attempt=charge)
 
 
 def from_card_error(exc: stripe.CardError) -> Outcome:
@@ -66,7 +66,7 @@ def from_card_error(exc: stripe.CardError) -> Outcome:
     intent = error.get("payment_intent")
     intent_id = intent.get("id") if isinstance(intent, dict) else intent
     return declined(error.get("decline_code") or exc.code, error.get("advice_code"),
-                    error.get("message") or exc.user_message, intent_id)
+                    error.get("message") or exc.user_message, intent_id, error.get("charge"))
 
 
 def request_rejected(exc: stripe.InvalidRequestError) -> Outcome:
@@ -75,6 +75,10 @@ def request_rejected(exc: stripe.InvalidRequestError) -> Outcome:
     code = error.get("code") or exc.code
     param = error.get("param")
     what = (exc.user_message or "invalid request").splitlines()[0]
+    if code == "resource_missing" and param == "payment_method":
+        # the reader's token belongs to another Stripe account (or none): a setting, not the customer
+        return Outcome("request_rejected", message=f"Stripe does not know the reader's card token ({what}): "
+                                                   "the reader and the Stripe key must belong to one account")
     detail = ", ".join(part for part in (code, f"param {param}" if param else None) if part)
     return Outcome("request_rejected", message=f"Stripe refused the kiosk's request: {what}"
                                                + (f" ({detail})" if detail else ""))
@@ -111,6 +115,9 @@ def from_intent(intent: dict) -> Outcome:
         return Outcome("retry", payment_intent=intent_id, message="Stripe is still processing the payment")
     if status == "canceled":
         reason = intent.get("cancellation_reason")
+        if reason == "abandoned":     # what the kiosk itself sends when a card asks for 3-D Secure
+            return Outcome("refused", payment_intent=intent_id,
+                           message=f"the payment was cancelled at Stripe (abandoned): {AUTHENTICATION}")
         return Outcome("refused", payment_intent=intent_id,
                        message="the payment was cancelled at Stripe" + (f" ({reason})" if reason else ""))
     return Outcome("not_found", payment_intent=intent_id, message=f"Stripe holds it as {status}")
@@ -122,4 +129,15 @@ def last_error(intent: dict) -> Outcome | None:
     if intent.get("status") != "requires_payment_method" or not error:
         return None
     return declined(error.get("decline_code") or error.get("code"), error.get("advice_code"),
-                    error.get("message"), intent.get("id"))
+                    error.get("message"), intent.get("id"), error.get("charge"))
+
+
+def uncounted_decline(intent: dict, counted: str | None) -> Outcome | None:
+    """The decline a PaymentIntent records, unless the kiosk has counted it
+    already (``counted``: the attempt of the last decline it recorded).  A
+    final decline always settles the sale; one for now is counted once, so a
+    confirm whose answer was lost still counts against the retry bound."""
+    declined = last_error(intent)
+    if declined is None or declined.kind == "declined":
+        return declined
+    return None if declined.attempt == counted else declined

@@ -53,10 +53,16 @@ def idempotency_key(payment_id: str) -> str:
     return f"kiosk-{payment_id}"
 
 
-def step_key(base: str, step: str, attempt: int) -> str:
-    """A key for a follow-up call on the sale's PaymentIntent (confirm, cancel,
-    capture): stored attempt numbers make it the same after a crash."""
-    return f"{base}-{step}-{attempt}"
+def confirm_key(base: str, round_: int) -> str:
+    """One key per retry round (the stored count of declines for now): a
+    confirm resent after a crash or a lost answer is the same request, which
+    Stripe replays instead of trying the card again."""
+    return f"{base}-confirm-{round_}"
+
+
+def step_key(base: str, step: str) -> str:
+    """Cancel and capture: once per PaymentIntent (Stripe's own state makes a second one a no-op)."""
+    return f"{base}-{step}"
 
 
 def upgrade(params: dict) -> dict | None:
@@ -65,6 +71,8 @@ def upgrade(params: dict) -> dict | None:
     change, so the idempotency key stays valid: the old shape (0.1.0 sent
     ``payment_method_types``) was refused by this API version's validation,
     and Stripe saves no idempotent result for a request that failed validation."""
+    if not params.get("amount"):
+        return None              # not a create request of this plugin's: nothing to bring forward
     if "payment_method_types" not in params and "error_on_requires_action" in params \
             and "allowed_payment_method_types" in params:
         return None
