@@ -300,6 +300,18 @@ def test_the_sync_page_says_whether_the_kiosk_is_ready_to_sell_offline(screen, f
     assert display.widget("sync_ready").colour == screens.DANGER
 
 
+def test_a_card_declined_for_now_is_told_and_kept_waiting(screen, fake_stripe):
+    kiosk, display = screen(sync={"decline_retry_minutes": [60.0]})
+    fake_stripe.set_offline(True)
+    assert kiosk.take_sale(1250, confirm=lambda offer: True).ok
+    fake_stripe.set_offline(False)
+    fake_stripe.decline_next(1, decline_code="issuer_not_available")
+    kiosk.forward()
+    until(display, lambda: on_screen(display, "Declined for now, will retry: $12.50 visa •••• 4242"))
+    display.catch_up()
+    assert on_screen(display, "1 pending") and display.ui.alerts == []
+
+
 def test_the_sync_page_readiness_in_japanese(screen):
     kiosk, display = screen(language="ja", kiosk={"offline_behavior": "require_online"})
     kiosk.readiness()

@@ -133,6 +133,7 @@ EN = {
     "notice_reader": "Card reader — {what}",
     "notice_interrupted": "Online sale not confirmed: {what} — do not charge again",
     "notice_needs_update": "This kiosk needs an update — Stripe refuses its requests; offline sales are kept",
+    "notice_declined_for_now": "Declined for now, will retry: {what}",
 }
 
 JA = {
@@ -247,6 +248,7 @@ JA = {
     "notice_reader": "カードリーダー：{what}",
     "notice_interrupted": "オンライン販売が未確認：{what} — 再請求しないでください",
     "notice_needs_update": "キオスクの更新が必要です — Stripeが要求を拒否（オフライン販売は保持）",
+    "notice_declined_for_now": "一時的に拒否、再試行します：{what}",
 }
 
 # Stripe decline codes a vendor meets most; others are shown as the code itself.

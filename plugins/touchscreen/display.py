@@ -505,7 +505,8 @@ class TouchscreenDisplay:
                 self.ui.alerts.append(Alert("reader", self.catalog("notice_reader", what=what)))
             return
         key = {"auth_failed": "notice_auth_failed", "store_recovered": "notice_store_recovered",
-               "interrupted": "notice_interrupted", "needs_update": "notice_needs_update"}.get(notice.kind)
+               "interrupted": "notice_interrupted", "needs_update": "notice_needs_update",
+               "declined_for_now": "notice_declined_for_now"}.get(notice.kind)
         if key is None:
             return     # the rest are on screen already: results, toasts, the status bar and its banner
         payment = notice.payment or {}
@@ -513,6 +514,9 @@ class TouchscreenDisplay:
         if payment:
             what = (f"{format_amount(payment['amount'], payment['currency'], self.catalog.locale)} "
                     f"{payment['card']['brand']} •••• {payment['card']['last4']}")
+        if notice.kind == "declined_for_now":
+            self._toast(self.catalog(key, what=what))     # nothing to do yet: the kiosk tries again
+            return
         self.ui.alerts.append(Alert(notice.kind, self.catalog(key, what=what)))
 
     def _mark_followed_up(self, payment_id: str) -> None:
