@@ -34,6 +34,13 @@ def plugin_settings(host: Host, config: Config, name: str) -> dict:
     return config.sections_of(host.settings_of(name))
 
 
+def open_sync(host: Host, config: Config):
+    """The forwarder of the sync plugin ``[sync] use`` names."""
+    name = config["sync"]["use"]
+    return host.call_on(name, "kiosk_open_sync", settings=plugin_settings(host, config, name),
+                        kiosk_id=config.kiosk_id)
+
+
 def open_kiosk(path: Path, *, create: bool = False, host: Host | None = None,
                overrides: dict | None = None):
     """Everything ``kiosk`` commands need.  ``create`` is for ``kiosk init``;
@@ -54,10 +61,7 @@ def open_kiosk(path: Path, *, create: bool = False, host: Host | None = None,
         reader_name = config["reader"]["use"]
         reader = host.call_on(reader_name, "kiosk_open_reader",
                               settings=plugin_settings(host, config, reader_name))
-        sync_name = config["sync"]["use"]
-        sync = host.call_on(sync_name, "kiosk_open_sync",
-                            settings=plugin_settings(host, config, sync_name),
-                            kiosk_id=config.kiosk_id)
+        sync = open_sync(host, config)
     except BaseException:
         store.close()
         raise

@@ -207,12 +207,9 @@ def cmd_check(args) -> int:
 def _processor_lines(args) -> list:
     """Stripe's lines when the queue cannot be opened: the rest needs the kiosk."""
     from . import readiness
-    from .boot import load_config, load_host, plugin_settings
+    from .boot import load_config, load_host, open_sync
     host = load_host()
-    config = load_config(host, Path(args.config))
-    name = config["sync"]["use"]
-    sync = host.call_on(name, "kiosk_open_sync", settings=plugin_settings(host, config, name),
-                        kiosk_id=config.kiosk_id)
+    sync = open_sync(host, load_config(host, Path(args.config)))
     try:
         return readiness.processor(sync)
     finally:

@@ -42,8 +42,7 @@ def reader(kiosk) -> Readiness:
     return Readiness("reader", True, f"{info.name} works offline{battery}")
 
 
-def queue(kiosk) -> Readiness:
-    live = kiosk.store.live()
+def queue(live: list) -> Readiness:
     return Readiness("queue", True, f"the queue opens cleanly ({len(live)} waiting)")
 
 
@@ -63,11 +62,10 @@ def selling(kiosk) -> Readiness:
     return Readiness("offline_sales", True, f"offline sales allowed ({behavior})")
 
 
-def window(kiosk, now: datetime) -> Readiness:
+def window(kiosk, live: list, now: datetime) -> Readiness:
     """The time since the last sync, and whether what waits can still be sent in time."""
     last = kiosk.store.get_meta("last_sync_at")
     since = f"last sync {_ago(now, parse_iso(last))}" if last else "never synced"
-    live = kiosk.store.live()
     if not live:
         return Readiness("sync", True, f"{since}; nothing waiting")
     age = (now - min(p.created() for p in live)).total_seconds() / 3600
@@ -85,7 +83,8 @@ def _ago(now: datetime, then: datetime) -> str:
 
 def check(kiosk) -> list[Readiness]:
     """Every line, processor first."""
-    return [*processor(kiosk.sync), reader(kiosk), queue(kiosk), selling(kiosk), window(kiosk, kiosk.clock())]
+    live = kiosk.store.live()
+    return [*processor(kiosk.sync), reader(kiosk), queue(live), selling(kiosk), window(kiosk, live, kiosk.clock())]
 
 
 def ready(lines: list[Readiness]) -> bool:

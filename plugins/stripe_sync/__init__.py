@@ -19,6 +19,7 @@ rate limit (25/s in test mode, 100/s live).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import stat
@@ -338,9 +339,9 @@ class StripeForwarder:
         answer = self._step(key, lambda options: self.client.v1.payment_intents.confirm(
             intent_id, params=shape.confirm_params(payment.request), options=options))
         if isinstance(answer, Outcome):
+            # an error may not name the PaymentIntent: it is this one all the same
             return answer if answer.payment_intent or answer.kind == "auth_error" else \
-                Outcome(answer.kind, payment_intent=intent_id, decline_code=answer.decline_code,
-                        message=answer.message, advice_code=answer.advice_code)
+                dataclasses.replace(answer, payment_intent=intent_id)
         return self._settle(payment, answer, may_confirm=False)
 
     def _cancel(self, payment, intent_id: str) -> Outcome:
