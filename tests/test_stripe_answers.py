@@ -332,5 +332,9 @@ def test_a_request_stripe_refuses_at_the_till_is_not_charged_and_the_vendor_alar
     assert kiosk.store.get(result.payment.id).state == FAILED and fake_stripe.payment_intents == []
     [alarm] = notices_of(kiosk, "needs_update")
     assert "No such PaymentMethod" in alarm["message"]
+    token = "pm_1NotIssuedByThisAccount"           # Stripe's own message quotes it: it must go no further
+    assert token not in alarm["message"] and token not in result.message
+    assert token not in kiosk.store.get(result.payment.id).message
+    assert all(token not in n["message"] for n in kiosk.store.notices())
     assert kiosk.take_sale(1250, "usd").status == "refused"
     assert len(notices_of(kiosk, "needs_update")) == 1           # once per kind of refusal, not per sale

@@ -75,6 +75,9 @@ def request_rejected(exc: stripe.InvalidRequestError) -> Outcome:
     code = error.get("code") or exc.code
     param = error.get("param")
     what = (exc.user_message or "invalid request").splitlines()[0]
+    if param and param.startswith("payment_method"):
+        # Stripe's text quotes the value: a card token never goes into a notice or a log
+        what = "No such PaymentMethod" if code == "resource_missing" else "the card token was refused"
     if code == "resource_missing" and param == "payment_method":
         # the reader's token belongs to another Stripe account (or none): a setting, not the customer
         return Outcome("request_rejected", message=f"Stripe does not know the reader's card token ({what}): "
