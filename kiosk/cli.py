@@ -134,7 +134,7 @@ def cmd_sync(args) -> int:
         if args.json:
             _print_json(report.as_dict())
         elif not report.reached:
-            why = getattr(kiosk.sync, "problem", None) or "Stripe unreachable"
+            why = kiosk.sync_problem() or "Stripe unreachable"
             print(f"{why}: nothing sent; {report.pending} pending", file=sys.stderr)
         else:
             print(f"succeeded {report.succeeded}, failed {report.failed}, pending {report.pending}")
@@ -151,7 +151,7 @@ def cmd_status(args) -> int:
     kiosk = _open(args)
     try:
         status = kiosk.status()
-        problem = getattr(kiosk.sync, "problem", None)
+        problem = kiosk.sync_problem()
         status["sync_problem"] = problem
         if args.json:
             _print_json(status)
@@ -245,7 +245,14 @@ def cmd_notices(args) -> int:
 
 
 def cmd_run(args) -> int:
-    kiosk = _open(args)
+    from . import appliance
+    from .boot import open_kiosk
+    from .safe_mode import Startup
+    startup = Startup(Path(args.config))
+    safe = ("Asked for with --safe" if args.safe else
+            "The last start did not complete" if startup.last_failed() else False)
+    startup.begin()
+    kiosk = open_kiosk(Path(args.config), safe_mode=safe)
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -254,32 +261,8 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        display_name = kiosk.config["display"]["use"]
-        display = None
-        if display_name and not args.headless:
-            from .boot import plugin_settings
-            try:
-                display = kiosk.host.call_on(display_name, "kiosk_open_display", kiosk=kiosk,
-                                             settings=plugin_settings(kiosk.host, kiosk.config, display_name))
-            except PluginError as exc:
-                # no screen is bad; no forwarding would be worse
-                logging.getLogger("kiosk").error("%s; carrying on headless", exc)
-        if display is not None:
-            worker = threading.Thread(target=kiosk.run_background, args=(stop,), name="forwarder", daemon=True)
-            worker.start()
-            try:
-                display.run(stop)
-            except Exception:
-                # a broken screen must not stop forwarding: carry on headless
-                logging.getLogger("kiosk").exception("display plugin %s failed; carrying on headless", display_name)
-                while not stop.is_set():
-                    stop.wait(1)
-            stop.set()
-            kiosk.wake.set()
-            worker.join(timeout=30)
-        else:
-            logging.getLogger("kiosk").info("kiosk %s running headless", kiosk.config.kiosk_id)
-            kiosk.run_background(stop)
+        display_name = None if args.headless else (kiosk.config["display"]["use"] or None)
+        appliance.run(kiosk, stop, display_name=display_name, on_started=startup.complete)
         return EXIT_OK
     finally:
         kiosk.close()
@@ -290,27 +273,47 @@ def cmd_demo(args) -> int:
     return run_demo(Path(args.config), keep=args.keep, screen=not args.no_screen)
 
 
-def cmd_screenshot(args) -> int:
-    from plugins.touchscreen.screenshot import ScreenshotError, check_request, take_screenshot
-    try:
-        check_request(args.screen, args.size)
-    except ScreenshotError as exc:
-        raise Fail(str(exc)) from None
-    config = Path(args.config)
-    if not config.exists():
-        if args.config != str(default_path()):
-            raise Fail(f"{config}: no such configuration file")
-        config = None           # no config here: the built-in sample stall
-    out = take_screenshot(args.screen, Path(args.out), language=args.lang, size=args.size, config=config)
-    print(f"wrote {out}")
-    return EXIT_OK
+def plugin_command(command):
+    """A plugin's ``kiosk`` command, with the core's error rules."""
+    from .commands import CommandError
+
+    def run(args) -> int:
+        try:
+            return int(command.run(args) or 0)
+        except CommandError as exc:
+            raise Fail(str(exc), exc.exit_code) from None
+    return run
+
+
+def plugin_commands() -> list:
+    """Every command the loaded plugins add (``kiosk_commands``)."""
+    from .boot import load_host
+    host = load_host()
+    found, owners = [], {}
+    for plugin_name, result in _per_plugin(host, "kiosk_commands"):
+        for command in result or ():
+            if command.name in CORE_COMMANDS or command.name in owners:
+                raise PluginError(f"plugin {plugin_name}: command {command.name!r} is already taken "
+                                  f"(by {owners.get(command.name, 'the core')})")
+            owners[command.name] = plugin_name
+            found.append(command)
+    return found
+
+
+def _per_plugin(host, hook: str):
+    for impl in getattr(host.pm.hook, hook).get_hookimpls():
+        try:
+            yield impl.plugin_name, impl.function()
+        except Exception as exc:
+            logging.getLogger("kiosk").error("plugin %s failed in %s: %s; its commands are skipped",
+                                             impl.plugin_name, hook, f"{type(exc).__name__}: {exc}".splitlines()[0])
 
 
 # -- parser ---------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_commands=()) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", default=str(default_path()),
+    common.add_argument("--config", default=None,
                         help="configuration file (default: $KIOSK_CONFIG, else ./config.toml)")
     parser = argparse.ArgumentParser(prog="kiosk", description="Offline card-payments kiosk")
     parser.add_argument("--version", action="version", version=f"kiosk {package_version()}")
@@ -341,24 +344,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p = add("run", cmd_run, "the appliance loop: forward in the background, remind, show the screen", json_flag=False)
     p.add_argument("--headless", action="store_true", help="no display plugin")
+    p.add_argument("--safe", action="store_true",
+                   help="safe mode: built-in plugins only (also chosen when the last start did not complete)")
     p = add("demo", cmd_demo, "walk through online, offline and forwarded sales against a local Stripe peer",
             json_flag=False)
     p.add_argument("--keep", action="store_true", help="keep the demo's data directory")
     p.add_argument("--no-screen", action="store_true", help="do not open the touchscreen at the end")
-    p = add("screenshot", cmd_screenshot, "draw a touchscreen screen with sample data to a PNG (headless)",
-            json_flag=False)
-    p.add_argument("screen", help="sale, present_card, confirm_offline, contact, result_approved, "
-                                  "result_approved_offline, result_declined, result_refused, result_unconfirmed, "
-                                  "payments, attention or sync")
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--lang", choices=("en", "ja"), help="language (default: [kiosk] language)")
-    p.add_argument("--size", help="WIDTHxHEIGHT (default: [display.touchscreen] size)")
+    for command in extra_commands:
+        p = add(command.name, plugin_command(command), command.help, json_flag=False)
+        if command.arguments is not None:
+            command.arguments(p)
     return parser
 
 
+CORE_COMMANDS = ("init", "charge", "queue", "sync", "status", "check", "plugins", "notices", "run", "demo")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    extra = []
+    if command not in CORE_COMMANDS:      # a plugin's command, --help, or a typo: ask the plugins
+        try:
+            extra = plugin_commands()
+        except (ConfigError, PluginError) as exc:
+            print(f"kiosk: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    parser = build_parser(extra)
     args = parser.parse_args(argv)
+    args.config_given = args.config is not None
+    if args.config is None:
+        args.config = str(default_path())
     quiet = args.command != "run"   # notices go to the feed; the log is for the appliance
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -41,36 +41,26 @@ def screen_skip_reason(no_screen: bool) -> str | None:
 
 def _show_touchscreen(kiosk, no_screen: bool) -> None:
     """The market day's kiosk on the vendor's screen, until its window is closed."""
-    import logging
     import threading
+    from . import appliance
     reason = screen_skip_reason(no_screen)
     if reason is not None:
         print(f"\nTouchscreen skipped: {reason}.", flush=True)
         return
-    from .boot import plugin_settings
-    from .host import PluginError
     _say("The vendor's touchscreen: close its window to finish")
-    try:
-        display = kiosk.host.call_on("touchscreen", "kiosk_open_display", kiosk=kiosk,
-                                     settings=plugin_settings(kiosk.host, kiosk.config, "touchscreen"))
-    except PluginError as exc:
-        print(f"   touchscreen could not open: {exc}", flush=True)
-        return
-    stop = threading.Event()
-    worker = threading.Thread(target=kiosk.run_background, args=(stop,), name="forwarder", daemon=True)
-    worker.start()
-    try:
-        display.run(stop)
-    except Exception:
-        logging.getLogger("kiosk").exception("touchscreen failed")
-    finally:
-        stop.set()
-        kiosk.wake.set()
-        worker.join(timeout=30)
+    appliance.run(kiosk, threading.Event(), display_name="touchscreen", headless_after_screen=False)
+
+
+def _tap_to_pay_reader(kiosk):
+    """A second simulated reader, opened through its hook like any reader."""
+    from .boot import plugin_settings
+    settings = plugin_settings(kiosk.host, kiosk.config, "simulated")
+    settings["reader.simulated"] = dict(settings["reader.simulated"], mode="tap_to_pay")
+    return kiosk.host.call_on("simulated", "kiosk_open_reader", settings=settings, report=kiosk.notify)
 
 
 def run_demo(config_path: Path, keep: bool = False, screen: bool = True) -> int:
-    from .fake_stripe import FakeStripe
+    from .testing.fake_stripe import FakeStripe
     real_key = os.environ.get("STRIPE_API_KEY", "")
     use_stripe = real_key.startswith(("sk_test_", "rk_test_"))
     data_dir = Path(tempfile.mkdtemp(prefix="kiosk-demo-"))
@@ -109,10 +99,8 @@ def run_demo(config_path: Path, keep: bool = False, screen: bool = True) -> int:
         print(" - a sale over the offline limit")
         _show(kiosk.take_sale(money("400.00"), card="visa", confirm=yes, behavior=behavior))
         print(" - a phone's Tap to Pay cannot work offline")
-        from plugins.simulated_reader import SimulatedReader
-        chip, kiosk.reader = kiosk.reader, SimulatedReader(mode="tap_to_pay")
-        _show(kiosk.take_sale(money("5.00"), card="visa", confirm=yes, behavior=behavior))
-        kiosk.reader = chip
+        with kiosk.reader_swapped(_tap_to_pay_reader(kiosk)):
+            _show(kiosk.take_sale(money("5.00"), card="visa", confirm=yes, behavior=behavior))
 
         status = kiosk.status(check=behavior is None)
         print(f"   status: {'ONLINE' if status['online'] else 'OFFLINE'}, {status['pending']['count']} pending "

@@ -16,6 +16,7 @@ import logging
 import random
 import threading
 import time
+from contextlib import contextmanager
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,50 +24,20 @@ from datetime import datetime, timedelta
 
 from . import notices
 from .faults import crash_point
-from .interfaces import CardResult, Outcome, ReaderError
+from .interfaces import CardResult, Outcome, ReaderError, optional
 from .limits import History, LimitRefused, Limits, Stored, base_limits, check_sale, describe_left
 from .money import check_amount, currency_code, format_amount
 from .notices import Notice
+from .view import KioskView
+from .sale_result import (APPROVED, APPROVED_OFFLINE, CANCELLED, DECLINED, REFUSED, UNCONFIRMED,
+                          WINDOW_HOURS, OfflineOffer, SaleResult, check_contact)
 from .payment import (FAILED, FORWARDING, PENDING, SUCCEEDED, Card, Payment, iso,
                       new_payment_id, parse_iso, utcnow)
 
 log = logging.getLogger("kiosk.engine")
 
-WINDOW_HOURS = 24.0
 READINESS_SECONDS = 300     # how often `kiosk run` asks "ready to sell offline?" again
 SYNC_NOTE_SECONDS = 60      # write "last synced" at most this often while idle online
-
-APPROVED, APPROVED_OFFLINE, DECLINED, REFUSED, CANCELLED, UNCONFIRMED = (
-    "approved", "approved_offline", "declined", "refused", "cancelled", "unconfirmed")
-
-
-@dataclass
-class OfflineOffer:
-    """What the vendor sees before confirming an offline sale."""
-    amount: int
-    currency: str
-    limits: Limits
-    stored: Stored
-    customer: str | None = None   # the confirm step may fill this in, for follow-up
-    risk_note: str = ("Offline: the card is checked only when the kiosk is back online; "
-                      "a decline then is the vendor's loss.")
-
-    @property
-    def left(self) -> str:
-        return describe_left(self.limits, self.stored)
-
-
-@dataclass
-class SaleResult:
-    status: str                 # approved, approved_offline, declined, refused, cancelled, unconfirmed
-    message: str
-    payment: Payment | None = None
-    limit: str | None = None    # which limit refused it
-
-    @property
-    def ok(self) -> bool:
-        return self.status in (APPROVED, APPROVED_OFFLINE)
-
 
 @dataclass
 class SyncReport:
@@ -101,8 +72,15 @@ class Kiosk:
         self._readiness_at: float | None = None
         if self.store.get_meta("initialized_at") is None:
             self.store.set_meta("initialized_at", iso(self.clock()))
-        self.host.call_isolated("kiosk_startup", kiosk=self)
-        for storage in getattr(store, "recovered", []):
+        self.view = KioskView(self)                 # what hooks see
+        self.plugin_trouble: dict[str, str] = dict(host.skipped)   # plugin -> one line, for status and screens
+        host.on_trouble = self._plugin_failed
+        self.host.call_isolated("kiosk_startup", kiosk=self.view)
+        if host.safe_mode:
+            self.notify(notices.safe_mode(host.safe_mode if isinstance(host.safe_mode, str) else "Asked for"))
+        for line in host.skipped.values():
+            self.notify(notices.plugin_trouble(line))
+        for storage in optional(store, "PaymentStore", "recovered"):
             self.notify(Notice(notices.STORE_RECOVERED, "Queue recovered after power loss",
                                "an unfinished write was set aside; nothing acknowledged was lost", "warning"))
         self._upgrade_requests()
@@ -112,7 +90,7 @@ class Kiosk:
         """Requests an earlier release stored in a shape this API version
         refuses are brought to today's, keeping their idempotency keys (the
         sync plugin says why that is safe), before anything is sent."""
-        upgrade = getattr(self.sync, "upgrade", None)
+        upgrade = optional(self.sync, "Forwarder", "upgrade")
         if upgrade is None:
             return
         changed = 0
@@ -150,6 +128,11 @@ class Kiosk:
             only.append(self.config["display"]["use"])
         self.host.call_isolated("kiosk_notify", only=only, notice=notice)
 
+    def _plugin_failed(self, plugin: str, line: str) -> None:
+        """A notifier or display raised (told once per hook): on the screen, sales go on."""
+        self.plugin_trouble[plugin] = line
+        self.notify(notices.plugin_trouble(line))
+
     def _changed(self, payment: Payment, previous: str | None) -> None:
         self.host.call_isolated("kiosk_payment_changed", payment=Payment.from_record(payment.to_record()),
                                 previous_state=previous)
@@ -158,7 +141,7 @@ class Kiosk:
 
     def check_online(self) -> bool:
         online = self.sync.reachable()
-        refused = getattr(self.sync, "request_refused", None)
+        refused = optional(self.sync, "Forwarder", "request_refused")
         if not online and refused:
             self._alert_request(refused)
         if online != self.online:
@@ -331,7 +314,7 @@ class Kiosk:
         payment.state, payment.attempts, payment.last_attempt_at = FORWARDING, payment.attempts + 1, now
         if payment.first_attempt_at is None:
             payment.first_attempt_at = now
-            stripe_now = getattr(self.sync, "stripe_now", None)
+            stripe_now = optional(self.sync, "Forwarder", "stripe_now")
             payment.first_attempt_stripe_at = stripe_now() if stripe_now else None
         self.store.save(payment)                         # durable: an attempt has started
         crash_point("forward:after_mark")
@@ -424,7 +407,7 @@ class Kiosk:
         ``progress(done, total)`` is called as payments settle."""
         with self._forward_lock:
             if not self.check_online():
-                rejected = getattr(self.sync, "key_rejected", False)
+                rejected = optional(self.sync, "Forwarder", "key_rejected")
                 report = SyncReport(reached=rejected, pending=len(self.store.live()),
                                     auth_error="Stripe rejected the API key" if rejected else None)
                 if rejected:
@@ -477,6 +460,20 @@ class Kiosk:
     def _progress(self, done: int, total: int) -> None:
         self.sync_progress = (done, total)
         self.host.call_isolated("kiosk_sync_progress", done=done, total=total)
+
+    @contextmanager
+    def reader_swapped(self, reader):
+        """Take sales through another reader for a while (the demo's Tap to Pay phone)."""
+        previous, self.reader = self.reader, reader
+        try:
+            yield reader
+        finally:
+            self.reader = previous
+            reader.close()
+
+    def sync_problem(self) -> str | None:
+        """The sync plugin's one line of trouble, if it has one."""
+        return optional(self.sync, "Forwarder", "problem")
 
     def request_sync(self) -> None:
         """"Sync now" from a button or screen: the background loop forwards at once."""
@@ -570,7 +567,7 @@ class Kiosk:
                         self.forward(force=forced, stop=stop)
                     else:
                         self.note_synced()
-                elif getattr(self.sync, "key_rejected", False):
+                elif optional(self.sync, "Forwarder", "key_rejected"):
                     self._alert_key("Stripe rejected the API key")
                 if self.online and (self._readiness_at is None
                                     or time.monotonic() - self._readiness_at > READINESS_SECONDS):
@@ -621,10 +618,12 @@ class Kiosk:
             "last_sync_at": self.store.get_meta("last_sync_at"),
             "reader": {"name": info.name, "supports_offline": info.supports_offline,
                        "battery": info.battery, "connected": info.connected},
+            "safe_mode": bool(self.host.safe_mode),
+            "plugin_trouble": dict(self.plugin_trouble),
         }
 
     def close(self) -> None:
-        self.host.call_isolated("kiosk_shutdown", kiosk=self)
+        self.host.call_isolated("kiosk_shutdown", kiosk=self.view)
         for part in (self.reader, self.sync, self.store):
             try:
                 part.close()
@@ -641,17 +640,3 @@ def _outcome_of(payment: Payment | None) -> Outcome:
     kind = "declined" if payment.decline_code else "refused"
     return Outcome(kind, payment_intent=payment.payment_intent, decline_code=payment.decline_code,
                    message=payment.message)
-
-
-def check_contact(contact: str) -> str:
-    """An e-mail address or a phone number, for following up a decline."""
-    text = contact.strip()
-    digits = [c for c in text if c.isdigit()]
-    if "@" in text:
-        local, _, domain = text.partition("@")
-        if local and "." in domain and " " not in text and len(text) <= 254:
-            return text
-        raise ValueError(f"customer contact {contact!r} is not an e-mail address")
-    if all(c.isdigit() or c in "+-() ." for c in text) and 7 <= len(digits) <= 15:
-        return text
-    raise ValueError(f"customer contact {contact!r} is neither an e-mail address nor a phone number")

@@ -1,25 +1,32 @@
 """The pluggy host: finds plugins, checks them, and calls them safely.
 
-Built-in plugins in ``plugins/`` are found through the same ``kiosk``
-entry-point group as third-party ones.  ``KIOSK_DISABLE_PLUGINS`` (comma
-separated names) switches plugins off.  A plugin that fails to import is logged
-and skipped, unless it is the one configured for a kind; a plugin with a hook
-the contract does not know fails loudly at start.
+Built-ins first, then the world: the built-in plugins are registered from
+:data:`kiosk.defaults.DEFAULT_PLUGINS`, then third-party plugins from the
+``kiosk`` entry-point group (skipped in safe mode).  ``KIOSK_DISABLE_PLUGINS``
+(comma separated names) switches plugins off.  A plugin that fails to import
+is skipped with one line; only a broken reader, storage or sync plugin stops
+the kiosk, when config names it.  A plugin with a hook the contract does not
+know fails loudly at start.  ``KIOSK_TRACE_PLUGINS=1`` logs every hook call
+and its time (pluggy's hook-call monitoring).
 """
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 
 import pluggy
 
 from . import hookspecs
+from .defaults import DEFAULT_PLUGINS, import_builtin
 from .config import ConfigError, Setting
 from .interfaces import ReaderError, StoreAlarm, StoreBusy
 
 log = logging.getLogger("kiosk.host")
+trace_log = logging.getLogger("kiosk.trace")
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 
@@ -27,11 +34,14 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT
 KIND_HOOKS = {
     "kiosk_open_reader": "reader",
     "kiosk_open_storage": "storage",
+    "kiosk_storage_files": "storage",
     "kiosk_open_sync": "sync",
     "kiosk_notify": "notifier",
     "kiosk_open_display": "display",
     "kiosk_offline_limits": "limits",
 }
+# Kinds the kiosk cannot sell without: when config names one that is broken, stop.
+ESSENTIAL_KINDS = ("reader", "storage", "sync")
 
 
 class PluginError(Exception):
@@ -47,27 +57,66 @@ class PluginInfo:
 
     @property
     def kinds(self) -> list[str]:
-        return [KIND_HOOKS[h] for h in self.hooks if h in KIND_HOOKS]
+        return list(dict.fromkeys(KIND_HOOKS[h] for h in self.hooks if h in KIND_HOOKS))
+
+    builtin: bool = False
 
     def as_dict(self) -> dict:
         return {"name": self.name, "version": self.version, "kind": self.kinds,
-                "hooks": self.hooks, "module": self.module}
+                "hooks": self.hooks, "module": self.module, "builtin": self.builtin}
 
 
 def disabled_names() -> set[str]:
     return {n.strip() for n in os.environ.get("KIOSK_DISABLE_PLUGINS", "").split(",") if n.strip()}
 
 
+def _own_version() -> str:
+    try:
+        return version("offline-kiosk")
+    except PackageNotFoundError:
+        return "0+checkout"
+
+
+def _one_line(exc: BaseException) -> str:
+    return (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0]
+
+
 class Host:
-    def __init__(self):
+    def __init__(self, safe_mode: bool = False):
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
+        self.safe_mode = safe_mode           # built-ins only (`kiosk run --safe`, or the last start failed)
         self.versions: dict[str, tuple[str, str]] = {}
+        self.builtins: set[str] = set()
         self.failed: dict[str, str] = {}     # plugin name -> one-line import error
+        self.skipped: dict[str, str] = {}    # plugin name -> why it is not in use (notifiers, displays)
+        self._told: set[tuple[str, str]] = set()   # (plugin, hook) whose failure was told once
+        self.tracing = False
+        self.on_trouble = None               # callable(line): the kiosk shows plugin trouble on the screen
+        if os.environ.get("KIOSK_TRACE_PLUGINS", "").strip() not in ("", "0"):
+            self.trace()
 
     # -- loading -------------------------------------------------------------
 
+    def load_builtins(self) -> None:
+        """Register the built-in plugins (``DEFAULT_PLUGINS``), first."""
+        disabled = disabled_names()
+        for name, module_name in DEFAULT_PLUGINS:
+            if name in disabled or self.pm.has_plugin(name):
+                continue
+            try:
+                plugin = import_builtin(module_name).plugin
+            except Exception as exc:
+                self._failed_to_load(name, exc)
+                continue
+            self.register(plugin, name, _own_version())
+            self.builtins.add(name)
+
     def load_entry_points(self) -> None:
+        """Register third-party plugins from the ``kiosk`` entry-point group
+        (none in safe mode).  A name a built-in has is not taken again."""
+        if self.safe_mode:
+            return
         disabled = disabled_names()
         for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if entry.name in disabled or self.pm.has_plugin(entry.name):
@@ -75,11 +124,15 @@ class Host:
             try:
                 plugin = entry.load()
             except Exception as exc:  # a broken plugin must not brick the kiosk
-                self.failed[entry.name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                log.error("plugin %s failed to load and is skipped: %s", entry.name, self.failed[entry.name])
+                self._failed_to_load(entry.name, exc)
                 continue
             version = entry.dist.version if entry.dist else "?"
             self.register(plugin, entry.name, version)
+
+    def _failed_to_load(self, name: str, exc: Exception) -> None:
+        self.failed[name] = _one_line(exc)
+        log.error("plugin %s failed to load and is skipped: %s", name, self.failed[name])
+        log.debug("plugin %s failed to load", name, exc_info=exc)
 
     def register(self, plugin, name: str, version: str = "") -> None:
         if name in disabled_names():
@@ -108,7 +161,8 @@ class Host:
         for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda np: np[0]):
             version, module = self.versions.get(name, ("", ""))
             hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
-            infos.append(PluginInfo(name=name, version=version, module=module, hooks=hooks))
+            infos.append(PluginInfo(name=name, version=version, module=module, hooks=hooks,
+                                    builtin=name in self.builtins))
         return infos
 
     def settings_schema(self) -> dict[str, dict[str, Setting]]:
@@ -151,6 +205,9 @@ class Host:
                 raise PluginError(f"{kind} plugin {name!r} failed to load: {self.failed[name]}")
             if name in disabled_names():
                 raise PluginError(f"{kind} plugin {name!r} is switched off by KIOSK_DISABLE_PLUGINS")
+            if self.safe_mode:
+                raise PluginError(f"{kind} plugin {name!r} is not built in and the kiosk is in safe mode "
+                                  "(the last start did not complete, or --safe)")
             known = sorted(info.name for info in self.plugins() if kind in info.kinds)
             raise PluginError(f"no {kind} plugin named {name!r} (loaded: {', '.join(known) or 'none'})")
         others = [p for p in self.pm.get_plugins() if p is not plugin]
@@ -159,18 +216,61 @@ class Host:
             raise PluginError(f"plugin {name!r} is not a {kind} plugin (it has no {hook})")
         return caller
 
+    def optional_plugin(self, name: str, hook: str) -> bool:
+        """Is the notifier or display ``name`` that config names usable?  If
+        not, it is skipped with one line (never an error: a broken notifier
+        or screen never stops a sale) and remembered in ``skipped``."""
+        try:
+            self.chosen(name, hook)
+            return True
+        except PluginError as exc:
+            self.skipped[name] = str(exc)
+            log.warning("%s; skipped, sales go on", exc)
+            return False
+
     def call_isolated(self, hook: str, only: list[str] | None = None, **kwargs) -> None:
         """Call every implementation, each on its own: one that raises is
-        logged by name and the rest still run (pluggy alone stops at the first
-        error)."""
+        told in one line (the first time; the traceback goes to the debug log)
+        and the rest still run (pluggy alone stops at the first error)."""
         for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
             if only is not None and impl.plugin_name not in only:
                 continue
             args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
+            started = time.perf_counter()
             try:
                 impl.function(**args)
-            except Exception:
-                log.exception("plugin %s raised in %s; carrying on", impl.plugin_name, hook)
+            except Exception as exc:
+                self._hook_failed(impl.plugin_name, hook, exc)
+            finally:
+                if self.tracing:
+                    trace_log.debug("hook %s -> %s: %.1f ms", hook, impl.plugin_name,
+                                    (time.perf_counter() - started) * 1000)
+
+    def _hook_failed(self, plugin: str, hook: str, exc: Exception) -> None:
+        log.debug("plugin %s raised in %s", plugin, hook, exc_info=exc)
+        if (plugin, hook) in self._told:
+            return
+        self._told.add((plugin, hook))
+        line = f"plugin {plugin} raised in {hook}: {_one_line(exc)}"
+        log.error("%s; carrying on (the traceback is in the debug log: kiosk -v)", line)
+        if self.on_trouble is not None:
+            self.on_trouble(plugin, line)
+
+    def trace(self) -> None:
+        """Log every hook call, its plugins and its time (``KIOSK_TRACE_PLUGINS=1``)."""
+        trace_log.setLevel(logging.DEBUG)
+        self.tracing = True
+        started = threading.local()
+
+        def before(hook_name, hook_impls, kwargs):
+            started.__dict__.setdefault("stack", []).append(time.perf_counter())
+
+        def after(outcome, hook_name, hook_impls, kwargs):
+            took = (time.perf_counter() - started.stack.pop()) * 1000
+            trace_log.debug("hook %s -> %s: %.1f ms%s", hook_name,
+                            ", ".join(i.plugin_name for i in hook_impls) or "nobody", took,
+                            " (raised)" if outcome.exception is not None else "")
+        self.pm.add_hookcall_monitoring(before, after)
 
     def offline_limits(self, base, history):
         return self.pm.hook.kiosk_offline_limits(base=base, history=history)

@@ -186,15 +186,41 @@ class Forwarder(Protocol):
 
     def close(self) -> None: ...
 
-    # Optional, looked up with getattr by the engine (a forwarder without them works):
-    #   upgrade(payment) -> Request | None   bring a request stored by an earlier
-    #       release to today's shape, same idempotency key; None if unchanged
-    #   check() -> list[Readiness]           "ready to sell offline?" as the processor sees it
-    #   problem: str | None                  one line of trouble for status and screens
-    #   key_rejected: bool                   the last online check was refused for the key
-    #   request_refused: str | None          the processor refuses the kiosk's own request
-    #       (reachable() is then False: sales go offline and are kept; the vendor is alarmed)
-    #   stripe_now() -> float                the processor's clock (unix), for lookups
+
+
+# Members a plugin's object may leave out.  The kiosk reads them only through
+# :func:`optional`, which knows each one's default: a forwarder or store
+# without them works, and nothing undeclared is ever read.
+OPTIONAL_MEMBERS: dict[str, dict[str, object]] = {
+    "Forwarder": {
+        # upgrade(payment) -> Request | None: bring a request an earlier release
+        #     stored to today's shape, same idempotency key; None if unchanged
+        "upgrade": None,
+        # check() -> list[Readiness]: "ready to sell offline?" as the processor sees it
+        "check": None,
+        # one line of trouble for status and screens
+        "problem": None,
+        # the last online check was refused for the key
+        "key_rejected": False,
+        # the processor refuses the kiosk's own request (reachable() is then
+        # False: sales go offline and are kept; the vendor is alarmed)
+        "request_refused": None,
+        # stripe_now() -> float: the processor's clock (unix), for lookups
+        "stripe_now": None,
+    },
+    "PaymentStore": {
+        # files set aside at open after an unfinished write (a power cut): the
+        # vendor is told once that nothing acknowledged was lost
+        "recovered": (),
+    },
+}
+
+
+def optional(obj, kind: str, name: str):
+    """The optional member ``name`` of a plugin's ``kind`` object, or its
+    declared default.  A name not declared above is a bug: ``KeyError``."""
+    default = OPTIONAL_MEMBERS[kind][name]
+    return getattr(obj, name, default)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ READER = "reader"                  # card reader connected, disconnected, batter
 INTERRUPTED = "interrupted"        # an online sale whose outcome is not known yet
 DECLINED_FOR_NOW = "declined_for_now"  # declined, but the issuer may approve a later try: the kiosk retries
 NEEDS_UPDATE = "needs_update"      # Stripe refused the kiosk's own request: sales kept, the kiosk needs an update
+PLUGIN_TROUBLE = "plugin_trouble"  # a notifier or display failed to load, is switched off, or raised: skipped
+SAFE_MODE = "safe_mode"            # only built-in plugins loaded (the last start did not complete, or --safe)
 
 
 @dataclass(frozen=True)
@@ -106,3 +108,12 @@ def needs_update(message: str) -> Notice:
     return Notice(NEEDS_UPDATE, "This kiosk needs an update",
                   f"{message} — offline sales are kept and sent once it is updated; "
                   "online sales are not charged until then", "error")
+
+
+def plugin_trouble(line: str) -> Notice:
+    return Notice(PLUGIN_TROUBLE, "A plugin is not working", f"{line} — it is skipped; sales go on", "warning")
+
+
+def safe_mode(why: str) -> Notice:
+    return Notice(SAFE_MODE, "Safe mode", f"{why}: only the built-in plugins are loaded; "
+                  "sales and forwarding work as usual", "warning")

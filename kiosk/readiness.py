@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from .interfaces import Readiness
+from .interfaces import Readiness, optional
 from .payment import parse_iso
 
 log = logging.getLogger("kiosk.readiness")
@@ -19,7 +19,7 @@ log = logging.getLogger("kiosk.readiness")
 
 def processor(sync) -> list[Readiness]:
     """The sync plugin's own check, or a plain online check if it has none."""
-    check = getattr(sync, "check", None)
+    check = optional(sync, "Forwarder", "check")
     if check is None:
         ok = sync.reachable()
         return [Readiness("processor", ok, "the processor can be reached" if ok else "the processor cannot be reached",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from kiosk.hookspecs import hookimpl
+from kiosk import hookimpl
 
 log = logging.getLogger("kiosk.notice")
 from kiosk import notices

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from kiosk.config import Setting
-from kiosk.hookspecs import hookimpl
-from kiosk.interfaces import CardResult, ReaderError, ReaderInfo
+from kiosk import CardResult, ReaderError, ReaderInfo, Setting, hookimpl
 
 # name -> (Stripe test token, brand, last 4)
 TEST_CARDS = {

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 
-from kiosk.hookspecs import hookimpl
-from kiosk.limits import Limits
+from kiosk import Limits, hookimpl
 
 WINDOW_HOURS = 24.0
 

@@ -27,10 +27,8 @@ import threading
 import warnings
 from dataclasses import dataclass
 
+from kiosk import FAILED, Setting, hookimpl
 from kiosk import notices
-from kiosk.config import Setting
-from kiosk.hookspecs import hookimpl
-from kiosk.payment import FAILED
 
 NAME = "status_light"
 SECTION = "notifier.status_light"
@@ -336,7 +334,7 @@ class StatusLightPlugin:
         self._stop()                    # a kiosk opened before in this process and never shut down
         settings = dict(kiosk.config[SECTION])
         attention = {p.id for p in kiosk.needs_attention()}
-        live = {p.id: p.created_at for p in kiosk.store.live()}
+        live = {p.id: p.created_at for p in kiosk.live()}
         problem = settings_problem(settings)
         if problem:
             log.warning("%s plugin: %s in [%s]; the status light, buzzer and button are off, sales go on",

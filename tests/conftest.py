@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.fake_stripe import FakeStripe
+from kiosk.testing.fake_stripe import FakeStripe
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = "sk_test_" + "k1osk" * 5

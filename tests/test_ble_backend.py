@@ -10,13 +10,13 @@ from bleak import BleakClient, BleakScanner
 from bleak.exc import BleakError, BleakGATTProtocolError
 from bleak_retry_connector import establish_connection
 
-from plugins.ble_reader import messages as m
-from plugins.ble_reader.bumble_backend import backends_for
-from plugins.ble_reader.emulated_radio import EmulatedRadio
-from plugins.ble_reader.emulated_reader import READER_ADDRESS, Behaviour, EmulatedReader
-from plugins.ble_reader.errors import PairingRefused, is_pairing_refusal
-from plugins.ble_reader.framing import Reassembler, encode_frame, split_segments
-from plugins.ble_reader.profile import COMMAND_UUID, EVENT_UUID, SERVICE_UUID
+from kiosk_builtins.ble_reader import messages as m
+from kiosk_builtins.ble_reader.bumble_backend import backends_for
+from kiosk_builtins.ble_reader.emulated_radio import EmulatedRadio
+from kiosk_builtins.ble_reader.emulated_reader import READER_ADDRESS, Behaviour, EmulatedReader
+from kiosk_builtins.ble_reader.errors import PairingRefused, is_pairing_refusal
+from kiosk_builtins.ble_reader.framing import Reassembler, encode_frame, split_segments
+from kiosk_builtins.ble_reader.profile import COMMAND_UUID, EVENT_UUID, SERVICE_UUID
 
 
 def on_radio(scenario, **behaviour):

@@ -21,7 +21,7 @@ def ble_entry_point(tmp_path: Path) -> dict:
     info = tmp_path / "site" / "kiosk_ble_reader-0.1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kiosk-ble-reader\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text("[kiosk]\nble = plugins.ble_reader:plugin\n")
+    (info / "entry_points.txt").write_text("[kiosk]\nble = kiosk_builtins.ble_reader:plugin\n")
     return {"PYTHONPATH": f"{info.parent}:{ROOT}"}
 
 

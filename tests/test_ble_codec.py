@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plugins.ble_reader import messages as m
-from plugins.ble_reader.framing import (FIRST, LAST, Frame, ProtocolError, Reassembler, crc32, decode_frame,
+from kiosk_builtins.ble_reader import messages as m
+from kiosk_builtins.ble_reader.framing import (FIRST, LAST, Frame, ProtocolError, Reassembler, crc32, decode_frame,
                                         encode_frame, split_segments)
-from plugins.ble_reader.profile import (COMMAND_UUID, EVENT_UUID, MAX_FRAME_SIZE, MAX_PAYLOAD_SIZE, SERVICE_UUID,
+from kiosk_builtins.ble_reader.profile import (COMMAND_UUID, EVENT_UUID, MAX_FRAME_SIZE, MAX_PAYLOAD_SIZE, SERVICE_UUID,
                                         segment_size)
-from plugins.simulated_reader import TEST_CARDS
+from kiosk_builtins.simulated_reader import TEST_CARDS
 
 from conftest import ROOT
 

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from kiosk.boot import load_host
 from kiosk.hookspecs import hookimpl
 from kiosk.interfaces import Reader, ReaderError
-from plugins.ble_reader import SETTINGS, plugin
-from plugins.ble_reader import messages as m
-from plugins.ble_reader.emulated_reader import BAD_FRAMES
-from plugins.ble_reader.framing import encode_frame
-from plugins.simulated_reader import TEST_CARDS
+from kiosk_builtins.ble_reader import SETTINGS, plugin
+from kiosk_builtins.ble_reader import messages as m
+from kiosk_builtins.ble_reader.emulated_reader import BAD_FRAMES
+from kiosk_builtins.ble_reader.framing import encode_frame
+from kiosk_builtins.simulated_reader import TEST_CARDS
 
 from conftest import write_config
 
@@ -224,7 +224,7 @@ def lone_reader():
     """The plugin's reader on its own (no kiosk), for many quick payments."""
     values = {section: {key: s.default for key, s in keys.items()} for section, keys in SETTINGS.items()}
     values["reader.ble"]["emulator"] = True
-    reader = plugin.kiosk_open_reader(settings=values)
+    reader = plugin.kiosk_open_reader(settings=values, report=lambda notice: None)
     assert reader.info().connected
     yield reader
     reader.close()

@@ -1,4 +1,4 @@
-"""Tests for kiosk.fake_stripe, driven over HTTP by the real stripe-python client."""
+"""Tests for kiosk.testing.fake_stripe, driven over HTTP by the real stripe-python client."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from hypothesis import given, settings, strategies as st
 from stripe._encode import _api_encode
 from stripe._http_client import HTTPClient
 
-from kiosk import stripe_contract
-from kiosk.fake_stripe import DECLINES, LEAVE_STATUSES, FakeStripe, parse_form
+from kiosk.testing import stripe_contract
+from kiosk.testing.fake_stripe import DECLINES, LEAVE_STATUSES, FakeStripe, parse_form
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -637,7 +637,7 @@ def test_command_line_runs_server():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
          os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "kiosk.fake_stripe", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "kiosk.testing.fake_stripe", "--port", "0"],
                             stdout=subprocess.PIPE, text=True, env=env)
     try:
         url = proc.stdout.readline().strip()

@@ -288,7 +288,7 @@ PENDING_SALES = [(1250, "eur"), (500, "jpy"), (300, "eur")]
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    from kiosk.fake_stripe import FakeStripe
+    from kiosk.testing.fake_stripe import FakeStripe
     where = tmp_path_factory.mktemp("flash")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STRIPE_API_KEY", "sk_test_" + "k1osk" * 5)

@@ -30,8 +30,8 @@ from tinydb import TinyDB, where
 from tinydb.operations import delete, increment
 from tinydb.storages import MemoryStorage
 
-import plugins.tinydb_store.log_storage as ls
-from plugins.tinydb_store.log_storage import EncryptedLogStorage, StoreAlarm, create_key, load_key
+import kiosk_builtins.tinydb_store.log_storage as ls
+from kiosk_builtins.tinydb_store.log_storage import EncryptedLogStorage, StoreAlarm, create_key, load_key
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = len(b"KIOSKLOG1") + 16
@@ -688,7 +688,7 @@ _CHILD = r"""
 import os, random, sys
 sys.path.insert(0, sys.argv[1])
 from tinydb import TinyDB
-from plugins.tinydb_store.log_storage import EncryptedLogStorage, load_key
+from kiosk_builtins.tinydb_store.log_storage import EncryptedLogStorage, load_key
 db = TinyDB(sys.argv[2], storage=EncryptedLogStorage, key=load_key(sys.argv[3]), label="live",
             create=True, compact_every=40)
 t = db.table("q")

@@ -62,7 +62,11 @@ def test_disabled_plugins_are_not_loaded(tmp_path, fake_stripe):
     assert "feed" not in names and "standard_limits" not in names and "stripe" in names
     path = write_config(tmp_path, fake_stripe.url)
     result = run_kiosk("init", "--config", path, env=env)
-    assert result.returncode == 2 and "'feed' is switched off by KIOSK_DISABLE_PLUGINS" in result.stderr
+    # a notifier switched off is skipped with one line, never a stop (OctoPrint's rule)
+    assert result.returncode == 0 and "'feed' is switched off by KIOSK_DISABLE_PLUGINS; skipped" in result.stderr
+    assert result.stderr.count("\n") == 1
+    charged = run_kiosk("charge", "5.00", "--config", path, env=env)
+    assert charged.returncode == 0 and "APPROVED" in charged.stdout
 
 
 def install_plugin(tmp_path: Path, name: str, source: str) -> dict:
@@ -230,7 +234,7 @@ def test_an_integrator_limits_policy_goes_first(tmp_path, fake_stripe, open_kios
 
 
 def test_reader_hook_is_called_only_on_the_chosen_plugin(tmp_path, fake_stripe, open_kiosk):
-    from plugins.simulated_reader import SimulatedReader
+    from kiosk_builtins.simulated_reader import SimulatedReader
 
     class OtherReader:
         opened = 0

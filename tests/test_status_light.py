@@ -15,7 +15,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from kiosk.boot import load_host
 from kiosk.hookspecs import hookimpl
 from kiosk.payment import utcnow
-from plugins.status_light import plugin as status_light
+from kiosk_builtins.status_light import plugin as status_light
 
 from conftest import write_config
 

@@ -140,7 +140,7 @@ def test_power_cut_mid_append_loses_only_the_unacknowledged_write(tmp_path, offl
 
 
 def test_store_refuses_to_open_without_init(tmp_path):
-    from plugins.tinydb_store import TinyDBStore
+    from kiosk_builtins.tinydb_store import TinyDBStore
     with pytest.raises(StoreAlarm, match="run `kiosk init` first"):
         TinyDBStore(tmp_path / "nothing-here")
 

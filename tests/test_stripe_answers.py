@@ -10,7 +10,7 @@ import stripe
 
 from kiosk.engine import APPROVED, APPROVED_OFFLINE, DECLINED
 from kiosk.payment import FAILED, PENDING, SUCCEEDED
-from plugins.stripe_sync.request import API_VERSION
+from kiosk_builtins.stripe_sync.request import API_VERSION
 
 from conftest import write_config
 

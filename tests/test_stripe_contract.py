@@ -1,4 +1,4 @@
-"""Tests for kiosk.stripe_contract against the types stripe-python really generates."""
+"""Tests for kiosk.testing.stripe_contract against the types stripe-python really generates."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from stripe._api_version import _ApiVersion
 from stripe._encode import _api_encode
 from stripe._request_options import RequestOptions
 
-from kiosk import stripe_contract as contract
-from kiosk.fake_stripe import FakeStripe, parse_form
+from kiosk.testing import stripe_contract as contract
+from kiosk.testing.fake_stripe import FakeStripe, parse_form
 
 pytestmark = pytest.mark.timeout(60)
 

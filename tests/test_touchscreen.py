@@ -28,9 +28,9 @@ from kiosk.payment import FAILED, PENDING, SUCCEEDED, utcnow  # noqa: E402
 
 pygame = pytest.importorskip("pygame")
 
-from plugins.touchscreen import catalog, fonts, screens  # noqa: E402
-from plugins.touchscreen.layout import MIN_TARGET, MIN_TEXT  # noqa: E402
-from plugins.touchscreen.state import Alert, Sale  # noqa: E402
+from kiosk_builtins.touchscreen import catalog, fonts, screens  # noqa: E402
+from kiosk_builtins.touchscreen.layout import MIN_TARGET, MIN_TEXT  # noqa: E402
+from kiosk_builtins.touchscreen.state import Alert, Sale  # noqa: E402
 
 SIZES = [(800, 480), (1024, 600), (720, 1280)]
 
@@ -54,7 +54,7 @@ def screen(tmp_path, fake_stripe, open_kiosk):
         settings = plugin_settings(kiosk.host, kiosk.config, "touchscreen")
         if size:
             settings["display.touchscreen"]["size"] = f"{size[0]}x{size[1]}"
-        display = kiosk.host.call_on("touchscreen", "kiosk_open_display", kiosk=kiosk, settings=settings)
+        display = kiosk.host.call_on("touchscreen", "kiosk_open_display", kiosk=kiosk.view, settings=settings)
         opened.append(display)
         assert display.catch_up()
         return kiosk, display

@@ -28,7 +28,7 @@ def data_of_release_0_1_0(tmp_path: Path) -> Path:
 
 
 def stored_by_0_1_0(data: Path) -> dict:
-    from plugins.tinydb_store import TinyDBStore
+    from kiosk_builtins.tinydb_store import TinyDBStore
     store = TinyDBStore(data)
     try:
         return {p.id: p for p in store.live()}

@@ -19,12 +19,9 @@ Imports nothing heavy until the kiosk opens the reader.  Never logs card data.
 """
 from __future__ import annotations
 
-import weakref
+from kiosk import Setting, hookimpl
 
-from kiosk.config import Setting
-from kiosk.hookspecs import hookimpl
-
-from plugins.simulated_reader import TEST_CARDS
+from kiosk_builtins.simulated_reader import TEST_CARDS
 
 from .profile import COMMAND_TIMEOUT
 
@@ -62,29 +59,16 @@ SETTINGS = {
 
 
 class BleReaderPlugin:
-    def __init__(self):
-        self._opened = weakref.WeakSet()
-
     @hookimpl
     def kiosk_settings(self):
         return SETTINGS
 
     @hookimpl
-    def kiosk_open_reader(self, settings):
+    def kiosk_open_reader(self, settings, report):
         from .reader import BleReader
         reader = BleReader(settings["reader.ble"], settings.get("reader.ble.emulated"))
-        self._opened.add(reader)
+        reader.attach(report)     # battery low, lost and found again: told to the vendor through the kiosk
         return reader
-
-    @hookimpl
-    def kiosk_startup(self, kiosk):
-        if kiosk.reader in self._opened:
-            kiosk.reader.attach(kiosk.notify)
-
-    @hookimpl
-    def kiosk_shutdown(self, kiosk):
-        if kiosk.reader in self._opened:
-            kiosk.reader.detach()
 
 
 plugin = BleReaderPlugin()

@@ -3,12 +3,12 @@
 It advertises the profile's service, pairs with LE Secure Connections
 (passkey entry), answers GET_INFO, START_PAYMENT, CANCEL and RESET, and
 returns the same Stripe test tokens as the simulated reader
-(``plugins.simulated_reader.TEST_CARDS``).  What a test needs from a faulty
+(``kiosk_builtins.simulated_reader.TEST_CARDS``).  What a test needs from a faulty
 reader is in :class:`Behaviour`: no offline payments, a battery level, a slow
 customer, a refused pairing, a switch-off in the middle of a payment, and bad
 frames of every kind.
 
-It runs on the loop of its :class:`~plugins.ble_reader.emulated_radio.EmulatedRadio`;
+It runs on the loop of its :class:`~kiosk_builtins.ble_reader.emulated_radio.EmulatedRadio`;
 call its coroutines there.  It never sees or sends a card number.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bumble.core import AdvertisingData, UUID
 from bumble.gatt import (GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR, Characteristic,
                          CharacteristicValue, Descriptor, Service)
 
-from plugins.simulated_reader import TEST_CARDS
+from kiosk_builtins.simulated_reader import TEST_CARDS
 
 from . import messages as m
 from .emulated_radio import EmulatedRadio

@@ -2,7 +2,7 @@
 
 Each message is a small frozen dataclass with ``encode() -> bytes`` and a
 ``decode(payload)`` class method that raises
-:class:`~plugins.ble_reader.framing.ProtocolError` (kind ``payload``) and
+:class:`~kiosk_builtins.ble_reader.framing.ProtocolError` (kind ``payload``) and
 nothing else.  A card result carries a processor token or an opaque encrypted
 payload plus brand, last 4 and expiry: there is no field a card number could
 travel in, and reader text is scrubbed of anything that looks like one.
@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from kiosk.interfaces import looks_like_card_number
+from kiosk import looks_like_card_number
 
 from .framing import Frame, ProtocolError
 from .profile import MAX_CARD_TIMEOUT, MAX_FRAME_SIZE, PROTOCOL_VERSION

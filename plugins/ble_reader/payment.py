@@ -3,7 +3,7 @@
 Driven by the reader's answers (delivered by the link, straight from the
 notification that carries them) and one deadline -- acknowledgement, then
 card.  It settles exactly once, with the card result or a
-:class:`~plugins.ble_reader.errors.ReaderLinkError`, and never takes an
+:class:`~kiosk_builtins.ble_reader.errors.ReaderLinkError`, and never takes an
 answer meant for another payment.  Runs on the link's event loop.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 The kiosk calls ``info()`` and ``read_card()`` from its sale thread; bleak
 needs asyncio.  So the reader owns one background thread running one event
-loop, where the :class:`~plugins.ble_reader.link.ReaderLink` (and, with
+loop, where the :class:`~kiosk_builtins.ble_reader.link.ReaderLink` (and, with
 ``emulator = true``, the emulated radio and reader) live.  Opening, closing
 and tests cross over with ``asyncio.run_coroutine_threadsafe``; a payment,
 the one crossing on a customer's time, with ``loop.call_soon_threadsafe``
@@ -25,9 +25,8 @@ import threading
 import time
 from collections import deque
 
-from kiosk.interfaces import CardResult, ReaderError, ReaderInfo
+from kiosk import CardResult, Notice, ReaderError, ReaderInfo
 from kiosk import notices
-from kiosk.notices import Notice
 
 from . import messages as m
 from .link import LinkSettings, LinkState, ReaderLink, ReaderLinkError
@@ -168,8 +167,8 @@ class BleReader:
             log.exception("telling the kiosk about the card reader failed")
 
     def attach(self, notify) -> None:
-        """``kiosk_startup``: from now on reader notices go to ``notify``
-        (``Kiosk.notify``), starting with any held since the reader opened."""
+        """From now on reader notices go to ``notify`` (the ``report`` the
+        kiosk hands ``kiosk_open_reader``), starting with any held so far."""
         with self._notice_lock:
             self._notify = notify
             held, self._held = list(self._held), deque(maxlen=20)

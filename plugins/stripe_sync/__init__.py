@@ -38,11 +38,7 @@ if hasattr(stripe, "_util"):
     stripe._util.STRIPE_LOG = None  # in case stripe was imported before us
 logging.getLogger("stripe").setLevel(logging.WARNING)   # its debug lines carry request bodies
 
-from kiosk.config import Setting
-from kiosk.hookspecs import hookimpl
-from kiosk.interfaces import Outcome, Request
-from kiosk.money import to_stripe_amount
-from kiosk.payment import parse_iso
+from kiosk import Outcome, Request, Setting, hookimpl, parse_iso, to_stripe_amount
 
 from . import answers, readiness
 from . import request as shape
@@ -437,7 +433,7 @@ class StripeSyncPlugin:
 
     @hookimpl
     def kiosk_open_sync(self, settings, kiosk_id):
-        from kiosk.config import ConfigError
+        from kiosk import ConfigError
         try:
             return StripeForwarder(settings["stripe"], kiosk_id)
         except KeyFileError as exc:

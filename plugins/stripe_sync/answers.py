@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import stripe
 
-from kiosk.interfaces import Outcome
+from kiosk import Outcome
 
 # Decline codes Stripe's docs answer with "attempt the payment again": the
 # issuer could not decide now, so a later try may be approved.

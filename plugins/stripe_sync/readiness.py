@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from kiosk.interfaces import Readiness
+from kiosk import Readiness
 
 from .request import API_VERSION
 

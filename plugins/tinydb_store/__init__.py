@@ -26,10 +26,7 @@ from pathlib import Path
 from tinydb import TinyDB
 from tinydb.table import Document
 
-from kiosk.config import Setting
-from kiosk.hookspecs import hookimpl
-from kiosk.interfaces import StoreAlarm, StoreBusy
-from kiosk.payment import Payment
+from kiosk import Payment, Setting, StoreAlarm, StoreBusy, hookimpl
 
 from . import log_storage
 from .log_storage import EncryptedLogStorage
@@ -219,6 +216,10 @@ class TinyDBStoragePlugin:
     @hookimpl
     def kiosk_settings(self):
         return SETTINGS
+
+    @hookimpl
+    def kiosk_storage_files(self, settings):
+        return [KEY_FILE, LIVE_FILE, HISTORY_FILE, FEED_FILE]
 
     @hookimpl
     def kiosk_open_storage(self, settings, data_dir, create):

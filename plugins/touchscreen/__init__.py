@@ -10,8 +10,7 @@ The screen itself is in :mod:`.display`.
 """
 from __future__ import annotations
 
-from kiosk.config import Setting
-from kiosk.hookspecs import hookimpl
+from kiosk import Setting, hookimpl
 
 SETTINGS = {
     "display.touchscreen": {
@@ -34,6 +33,11 @@ class TouchscreenPlugin:
     @hookimpl
     def kiosk_settings(self):
         return SETTINGS
+
+    @hookimpl
+    def kiosk_commands(self):
+        from .screenshot import command      # no pygame until the command runs
+        return [command()]
 
     @hookimpl
     def kiosk_open_display(self, kiosk, settings):

@@ -22,9 +22,8 @@ import re
 import threading
 import time
 
-from kiosk.engine import CANCELLED, REFUSED, SaleResult, check_contact
-from kiosk.money import MoneyError, check_amount, format_amount, minimum_charge
-from kiosk.payment import FAILED, FORWARDING, PENDING, SUCCEEDED, parse_iso
+from kiosk import (CANCELLED, FAILED, FORWARDING, PENDING, REFUSED, SUCCEEDED, MoneyError,
+                   SaleResult, check_amount, check_contact, format_amount, minimum_charge, parse_iso)
 
 from . import OPEN_DISPLAYS
 from .catalog import Catalog
@@ -113,7 +112,7 @@ class TouchscreenDisplay:
         self._attention_seq = -1
         self._chores.start()                    # its first read waits for the first frame: start-up is faster
         OPEN_DISPLAYS.append(self)
-        for notice in list(getattr(kiosk, "recent_notices", ())):   # sent before the screen existed
+        for notice in kiosk.recent_notices():   # sent before the screen existed
             if notice.kind in ("store_recovered", "interrupted", "auth_failed", "reader", "needs_update"):
                 self.notice(notice)
 
@@ -824,8 +823,8 @@ def read_snapshot(kiosk) -> Snapshot:
         totals={code: entry["amount"] for code, entry in status["pending"]["by_currency"].items()},
         oldest_at=parse_iso(status["oldest_pending_at"]),
         last_sync_at=status["last_sync_at"],
-        live=kiosk.store.live()[::-1],
-        settled=kiosk.store.settled(SETTLED_SHOWN),
-        problem=getattr(kiosk.sync, "problem", None),
+        live=kiosk.live()[::-1],
+        settled=kiosk.settled(SETTLED_SHOWN),
+        problem=kiosk.problem,
         readiness=kiosk.last_readiness,
     )

@@ -6,7 +6,7 @@ so the keypad never offers a decimal key a currency does not have.
 """
 from __future__ import annotations
 
-from kiosk.money import currency_code, minor_digits
+from kiosk import currency_code, minor_digits
 
 MAX_DIGITS = 8          # Stripe takes at most eight digits; check_amount has the last word
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from kiosk.engine import APPROVED, APPROVED_OFFLINE, DECLINED, REFUSED, UNCONFIRMED, WINDOW_HOURS
-from kiosk.money import format_amount
-from kiosk.payment import parse_iso
+from kiosk import (APPROVED, APPROVED_OFFLINE, DECLINED, REFUSED, UNCONFIRMED, WINDOW_HOURS,
+                   format_amount, parse_iso)
 
 from .catalog import Catalog
 from .keypad import EMAIL_ROWS, PHONE_ROWS

@@ -1,7 +1,7 @@
 """``kiosk screenshot``: draw any screen headless, with realistic sample data.
 
 The sample data is made by the real engine: a throw-away kiosk in a
-temporary directory takes sales against a :class:`kiosk.fake_stripe.FakeStripe`
+temporary directory takes sales against a :class:`kiosk.testing.fake_stripe.FakeStripe`
 on 127.0.0.1 (online, offline, one declined when forwarded), so every screen
 shows what a vendor would see.  It never touches the user's data directory
 or Stripe, and it always uses SDL's dummy video driver.
@@ -16,6 +16,8 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+
+from kiosk import hookimpl
 
 SCREENS = ("sale", "present_card", "confirm_offline", "contact", "result_approved", "result_approved_offline",
            "result_declined", "result_refused", "result_unconfirmed", "payments", "attention", "sync")
@@ -64,27 +66,73 @@ class _ShiftedClock:
         self.offset = timedelta(0)
 
     def __call__(self):
-        from kiosk.payment import utcnow
+        from kiosk import utcnow
         return utcnow() - self.offset
+
+
+def command():
+    """``kiosk screenshot``, added to the CLI through ``kiosk_commands``."""
+    from kiosk import Command
+    return Command("screenshot", "draw a touchscreen screen with sample data to a PNG (headless)",
+                   run=_run_command, arguments=_arguments)
+
+
+def _arguments(parser) -> None:
+    parser.add_argument("screen", help=", ".join(SCREENS[:-2]) + f", {SCREENS[-2]} or {SCREENS[-1]}")
+    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--lang", choices=("en", "ja"), help="language (default: [kiosk] language)")
+    parser.add_argument("--size", help="WIDTHxHEIGHT (default: [display.touchscreen] size)")
+
+
+def _run_command(args) -> int:
+    from kiosk import CommandError
+    try:
+        check_request(args.screen, args.size)
+    except ScreenshotError as exc:
+        raise CommandError(str(exc)) from None
+    config = Path(args.config)
+    if not config.exists():
+        if args.config_given:
+            raise CommandError(f"{config}: no such configuration file")
+        config = None           # no config here: the built-in sample stall
+    out = take_screenshot(args.screen, Path(args.out), language=args.lang, size=args.size, config=config)
+    print(f"wrote {out}")
+    return 0
+
+
+class _LoseAnswers:
+    """A plugin handed to the screenshot's own kiosk at open: while armed,
+    Stripe takes the next sale's charge but its answer and the look-up after
+    it are lost (an "unconfirmed" result to draw)."""
+
+    def __init__(self, fake):
+        self.fake, self.armed = fake, False
+
+    @hookimpl
+    def kiosk_payment_changed(self, payment, previous_state):
+        if self.armed and previous_state is None:
+            self.fake.fail_next(2, 500)
 
 
 def take_screenshot(screen: str, out: Path, language: str | None = None, size: str | None = None,
                     config: Path | None = None) -> Path:
     """Draw ``screen`` and write it to ``out`` (PNG).  Returns ``out``."""
+    from kiosk import opened_kiosk
+    from kiosk.testing.fake_stripe import FakeStripe
+    from . import SETTINGS
     window = check_request(screen, size)
     notice_log = logging.getLogger("kiosk.notice")
     notice_level = notice_log.level
     notice_log.setLevel(logging.CRITICAL)          # the sample day's notices are not news
     os.environ["SDL_VIDEODRIVER"] = "dummy"     # forced: a screenshot never opens a window
     os.environ["SDL_AUDIODRIVER"] = "dummy"
-    from kiosk.boot import open_kiosk, plugin_settings
-    from kiosk.fake_stripe import FakeStripe
 
     work = Path(tempfile.mkdtemp(prefix="kiosk-screenshot-"))
     saved_key = os.environ.get("STRIPE_API_KEY")
     os.environ["STRIPE_API_KEY"] = FAKE_KEY                  # this process only, for the local fake
     fake = FakeStripe(rate_limit=None).start()
-    kiosk = display = None
+    lose_answers = _LoseAnswers(fake)
+    display = None
     try:
         if config is None:
             config = _sample_config(work, language or "en")
@@ -96,20 +144,22 @@ def take_screenshot(screen: str, out: Path, language: str | None = None, size: s
                      "notifier": {"use": ["feed"]}, "display": {"use": "touchscreen"}}
         if language:
             overrides["kiosk"] = {"language": language}
-        kiosk = open_kiosk(Path(config), create=True, overrides=overrides)
-        sample = _fill(kiosk, fake)
-        from .display import TouchscreenDisplay, parse_size
-        settings = plugin_settings(kiosk.host, kiosk.config, "touchscreen")
-        window = window or parse_size(settings["display.touchscreen"]["size"])    # never full screen
-        display = TouchscreenDisplay(kiosk, settings, size=window)
-        _stage(display, kiosk, fake, screen, sample)
-        display.save(out)
+        clock = _ShiftedClock()
+        with opened_kiosk(Path(config), create=True, overrides=overrides, clock=clock,
+                          plugins={"screenshot-lose-answers": lose_answers}) as kiosk:
+            sample = _fill(kiosk, fake, clock)
+            from .display import TouchscreenDisplay, parse_size
+            settings = {section: dict(kiosk.config[section]) for section in SETTINGS}
+            window = window or parse_size(settings["display.touchscreen"]["size"])    # never full screen
+            display = TouchscreenDisplay(kiosk, settings, size=window)
+            _stage(display, kiosk, fake, screen, sample, lose_answers)
+            display.save(out)
+            display.close()
+            display = None
         return Path(out)
     finally:
         if display is not None:
             display.close()
-        if kiosk is not None:
-            kiosk.close()
         fake.stop()
         if saved_key is None:
             os.environ.pop("STRIPE_API_KEY", None)
@@ -119,15 +169,13 @@ def take_screenshot(screen: str, out: Path, language: str | None = None, size: s
         notice_log.setLevel(notice_level)
 
 
-def _fill(kiosk, fake) -> dict:
+def _fill(kiosk, fake, clock) -> dict:
     """A market morning: an online sale, signal lost, offline sales, back online
     (one declined when forwarded), signal lost again and more offline sales,
     the oldest now 13 hours old."""
-    from kiosk.money import minor_digits, parse_amount
+    from kiosk import minor_digits, parse_amount
     currency = kiosk.config.currency
     sample = SAMPLE[2 if minor_digits(currency) else 0]
-    clock = _ShiftedClock()
-    kiosk.clock = clock
     yes = lambda offer: True   # noqa: E731
     clock.offset = timedelta(hours=14, minutes=20)
     kiosk.take_sale(parse_amount(sample["typed"], currency), card="visa")
@@ -149,7 +197,7 @@ def _fill(kiosk, fake) -> dict:
     return sample
 
 
-def _stage(display, kiosk, fake, screen: str, sample: dict) -> None:
+def _stage(display, kiosk, fake, screen: str, sample: dict, lose_answers) -> None:
     """Bring the display to ``screen`` the way a vendor would get there."""
     from .state import Sale
     currency = kiosk.config.currency
@@ -165,7 +213,7 @@ def _stage(display, kiosk, fake, screen: str, sample: dict) -> None:
             ui.sale.offer = offers[0]
             ui.contact = sample["contact"] if screen == "confirm_offline" else sample["contact"][:7]
     elif screen.startswith("result_"):
-        ui.result, ui.result_amount = _sale_for(kiosk, fake, screen[len("result_"):], amount, currency), \
+        ui.result, ui.result_amount = _sale_for(kiosk, fake, screen[len("result_"):], amount, currency, lose_answers), \
             (amount, currency)
         screen = "result"
     elif screen == "sync":
@@ -175,9 +223,9 @@ def _stage(display, kiosk, fake, screen: str, sample: dict) -> None:
     display.catch_up()
 
 
-def _sale_for(kiosk, fake, status: str, amount: int, currency: str):
+def _sale_for(kiosk, fake, status: str, amount: int, currency: str, lose_answers):
     """A real sale through the engine that ends in ``status``."""
-    from kiosk.money import minor_digits
+    from kiosk import minor_digits
     card = "insufficient_funds" if status == "declined" else "visa"
     fake.set_offline(status not in ("approved", "declined", "unconfirmed"))
     if status == "refused":
@@ -185,7 +233,7 @@ def _sale_for(kiosk, fake, status: str, amount: int, currency: str):
         if limits is not None:
             amount = limits.per_transaction + 10 ** minor_digits(currency)
     if status == "unconfirmed":
-        result = _unconfirmed_sale(kiosk, fake, amount, currency)
+        result = _unconfirmed_sale(kiosk, lose_answers, amount, currency)
     else:
         result = kiosk.take_sale(amount, currency, card=card, confirm=lambda offer: True)
     fake.set_offline(True)
@@ -210,18 +258,10 @@ def _half_a_pass(display, kiosk, fake) -> None:
     passing.join(30)
 
 
-def _unconfirmed_sale(kiosk, fake, amount, currency):
+def _unconfirmed_sale(kiosk, lose_answers, amount, currency):
     """Stripe takes the charge, but the answer and the look-up after it are lost."""
-    from kiosk.hookspecs import hookimpl
-
-    class LoseAnswers:
-        @hookimpl
-        def kiosk_payment_changed(self, payment, previous_state):
-            if previous_state is None:
-                fake.fail_next(2, 500)
-
-    kiosk.host.register(LoseAnswers(), "screenshot-lose-answers")
+    lose_answers.armed = True
     try:
         return kiosk.take_sale(amount, currency, card="visa")
     finally:
-        kiosk.host.pm.unregister(name="screenshot-lose-answers")
+        lose_answers.armed = False

@@ -10,7 +10,7 @@ payments**: no card data exists here, every object it returns is made up, and
 it holds everything in memory.
 
 It holds Stripe's contract: before anything else happens, every request's
-parameters (POST body, GET query) are checked by :mod:`kiosk.stripe_contract`
+parameters (POST body, GET query) are checked by :mod:`kiosk.testing.stripe_contract`
 against the types stripe-python generates from Stripe's OpenAPI spec for the
 API version it sends.  A request real Stripe would refuse (an unknown or
 misspelt parameter at any depth, a missing one, a bad integer, boolean or enum
@@ -88,7 +88,7 @@ Usage::
         client.v1.payment_intents.create(params={...})
         assert fake.payment_intents and not fake.breaches
 
-or from a shell: ``python -m kiosk.fake_stripe --port 12111``.
+or from a shell: ``python -m kiosk.testing.fake_stripe --port 12111``.
 """
 
 from __future__ import annotations
@@ -1355,7 +1355,7 @@ def _dump(obj: Any) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m kiosk.fake_stripe",
+        prog="python -m kiosk.testing.fake_stripe",
         description="Run a fake Stripe API server (for tests and demos; never takes real payments).")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")

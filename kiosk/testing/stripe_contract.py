@@ -3,7 +3,7 @@
 stripe-python's ``stripe/params`` TypedDicts are generated from Stripe's
 OpenAPI spec for exactly the API version the library sends (:data:`API_VERSION`).
 This module turns them into a checker for requests as they arrive on the wire,
-so that :mod:`kiosk.fake_stripe` refuses what real Stripe refuses (unknown,
+so that :mod:`kiosk.testing.fake_stripe` refuses what real Stripe refuses (unknown,
 missing or mistyped parameters, enum values outside the spec, parameters this
 API version removed) instead of accepting whatever the kiosk sends.
 
@@ -14,7 +14,7 @@ type from its generated class body.  Only the client options every params
 class inherits from ``RequestOptions`` (``api_key``, ``idempotency_key``, ...)
 are left out: the SDK sends those as headers, never as parameters.
 
-Input is a request as :func:`kiosk.fake_stripe.parse_form` decodes it: nested
+Input is a request as :func:`kiosk.testing.fake_stripe.parse_form` decodes it: nested
 dicts and lists of strings (stripe-python sends ``true``/``false`` for bools,
 decimal strings for ints, ``a[0]=x`` for lists and ``a[b]=x`` for hashes).
 

@@ -1,0 +1,65 @@
+"""Offline card-payments kiosk -- and the one door for plugins.
+
+A plugin imports what it may use from here, and from nowhere else in
+``kiosk``::
+
+    from kiosk import hookimpl, CardResult, ReaderInfo, Setting
+
+Everything below is contract: documented in ``docs/plugins.md``, kept by
+``tests/test_boundaries.py`` (the built-in plugins import nothing else of the
+kiosk's) and ``tests/test_docs.py``.  The rest of the package is the core's
+own business and may change in any release.
+"""
+from __future__ import annotations
+
+from .commands import Command, CommandError
+from .config import ConfigError, Setting
+from .hookspecs import hookimpl
+from .interfaces import (OPTIONAL_MEMBERS, CardResult, Display, Forwarder, Outcome, PaymentStore, Readiness,
+                         Reader, ReaderError, ReaderInfo, Request, StoreAlarm, StoreBusy, looks_like_card_number)
+from .limits import History, Limits
+from .money import (MoneyError, check_amount, currency_code, format_amount, minimum_charge, minor_digits,
+                    parse_amount, to_stripe_amount)
+from .notices import Notice
+from .payment import (FAILED, FORWARDING, LIVE_STATES, PENDING, SUCCEEDED, Card, Payment, iso, parse_iso,
+                      utcnow)
+from .sale_result import (APPROVED, APPROVED_OFFLINE, CANCELLED, DECLINED, REFUSED, UNCONFIRMED,
+                          WINDOW_HOURS, OfflineOffer, SaleResult, check_contact)
+from .view import KioskView
+from . import notices    # notice kinds (``notices.READER``...) and the builders the core uses
+
+__all__ = [
+    "hookimpl",
+    # settings
+    "Setting", "ConfigError",
+    # what the kiosk_open_* hooks return, and what they exchange
+    "Reader", "ReaderInfo", "CardResult", "ReaderError", "looks_like_card_number",
+    "PaymentStore", "StoreAlarm", "StoreBusy",
+    "Forwarder", "Outcome", "Request", "Readiness", "OPTIONAL_MEMBERS",
+    "Display",
+    # payments, notices, limits
+    "Payment", "Card", "PENDING", "FORWARDING", "SUCCEEDED", "FAILED", "LIVE_STATES",
+    "iso", "parse_iso", "utcnow",
+    "Notice", "notices",
+    "Limits", "History",
+    # money
+    "MoneyError", "check_amount", "currency_code", "format_amount", "minimum_charge", "minor_digits",
+    "parse_amount", "to_stripe_amount",
+    # sales and the kiosk handed to hooks
+    "SaleResult", "OfflineOffer", "APPROVED", "APPROVED_OFFLINE", "DECLINED", "REFUSED", "CANCELLED",
+    "UNCONFIRMED", "WINDOW_HOURS", "check_contact",
+    "KioskView", "opened_kiosk",
+    # commands a plugin adds to `kiosk`
+    "Command", "CommandError",
+]
+
+
+def opened_kiosk(config_path, *, create: bool = False, overrides: dict | None = None, clock=None,
+                 plugins: dict | None = None):
+    """A running kiosk for a tool (a screenshot, a report): a context manager
+    that yields its :class:`KioskView` and closes the kiosk on leaving.
+    ``overrides`` (``{section: {key: value}}``) is laid over the file;
+    ``clock()`` replaces the wall clock; ``plugins`` (``{name: object}``) are
+    registered for this kiosk alone, as ``pytest.main(plugins=...)`` does."""
+    from .tools import opened_kiosk as _opened
+    return _opened(config_path, create=create, overrides=overrides, clock=clock, plugins=plugins)
