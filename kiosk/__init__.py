@@ -17,7 +17,7 @@ from .config import ConfigError, Setting
 from .hookspecs import hookimpl
 from .interfaces import (OPTIONAL_MEMBERS, CardResult, Display, Forwarder, Outcome, PaymentStore, Readiness,
                          Reader, ReaderError, ReaderInfo, Request, StoreAlarm, StoreBusy, looks_like_card_number)
-from .limits import History, Limits
+from .limits import History, Limits, Stored
 from .money import (MoneyError, check_amount, currency_code, format_amount, minimum_charge, minor_digits,
                     parse_amount, to_stripe_amount)
 from .notices import Notice
@@ -41,7 +41,7 @@ __all__ = [
     "Payment", "Card", "PENDING", "FORWARDING", "SUCCEEDED", "FAILED", "LIVE_STATES",
     "iso", "parse_iso", "utcnow",
     "Notice", "notices",
-    "Limits", "History",
+    "Limits", "History", "Stored",
     # money
     "MoneyError", "check_amount", "currency_code", "format_amount", "minimum_charge", "minor_digits",
     "parse_amount", "to_stripe_amount",

@@ -131,7 +131,9 @@ class Host:
 
     def _failed_to_load(self, name: str, exc: Exception) -> None:
         self.failed[name] = _one_line(exc)
-        log.error("plugin %s failed to load and is skipped: %s", name, self.failed[name])
+        # one line later, once config says whether it is in use: an error for a
+        # reader, storage or sync it names, "skipped" for a notifier or display
+        log.info("plugin %s failed to load: %s", name, self.failed[name])
         log.debug("plugin %s failed to load", name, exc_info=exc)
 
     def register(self, plugin, name: str, version: str = "") -> None:

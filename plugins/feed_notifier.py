@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 
 from kiosk import hookimpl
+from kiosk import notices
 
 log = logging.getLogger("kiosk.notice")
-from kiosk import notices
 
 KEPT = frozenset({notices.FORWARDED, notices.DECLINED, notices.REMINDER, notices.LIMIT_REACHED,
                   notices.AUTH_FAILED, notices.STORE_RECOVERED, notices.INTERRUPTED,
                   notices.DECLINED_FOR_NOW, notices.NEEDS_UPDATE})
+# Already told on stderr, in one line, by the host that skipped the plugin: the
+# notice is for the screen; logging it again would be a second line.
+NOT_LOGGED = frozenset({notices.PLUGIN_TROUBLE})
 _LEVELS = {"info": logging.INFO, "success": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -39,7 +42,8 @@ class FeedNotifier:
         customer = (notice.payment or {}).get("customer")
         if customer:
             message = message.replace(customer, "[contact in feed]")
-        log.log(_LEVELS.get(notice.level, logging.INFO), "%s: %s", notice.title, message)
+        if notice.kind not in NOT_LOGGED:
+            log.log(_LEVELS.get(notice.level, logging.INFO), "%s: %s", notice.title, message)
         if self.store is not None and notice.kind in KEPT:
             self.store.add_notice(notice.as_dict())
 
