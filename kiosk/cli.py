@@ -171,6 +171,8 @@ def cmd_status(args) -> int:
         print(f"last sync: {status['last_sync_at'] or 'never'}")
         reader = status["reader"]
         print(f"reader: {reader['name']}{'' if reader['supports_offline'] else ' (online only)'}")
+        for line in status["plugin_trouble"].values():
+            print(f"plugin skipped: {line}")
         return EXIT_OK
     finally:
         kiosk.close()
