@@ -28,6 +28,7 @@ from kiosk.payment import FAILED, PENDING, SUCCEEDED, utcnow  # noqa: E402
 
 pygame = pytest.importorskip("pygame")
 
+from kiosk import notices  # noqa: E402
 from kiosk_builtins.touchscreen import catalog, fonts, screens  # noqa: E402
 from kiosk_builtins.touchscreen.layout import MIN_TARGET, MIN_TEXT  # noqa: E402
 from kiosk_builtins.touchscreen.state import Alert, Sale  # noqa: E402
@@ -310,6 +311,25 @@ def test_a_card_declined_for_now_is_told_and_kept_waiting(screen, fake_stripe):
     until(display, lambda: on_screen(display, "Declined for now, will retry: $12.50 visa •••• 4242"))
     display.catch_up()
     assert on_screen(display, "1 pending") and display.ui.alerts == []
+
+
+@pytest.mark.parametrize("language, words", [("en", "A plugin is not working and is skipped"),
+                                              ("ja", "動作しないプラグインをスキップしました")])
+def test_a_skipped_plugin_and_safe_mode_are_told_on_the_screen(screen, fake_stripe, language, words):
+    from kiosk import hookimpl
+
+    class Jammed:
+        @hookimpl
+        def kiosk_payment_changed(self, payment):
+            raise RuntimeError("receipt printer jammed")
+    kiosk, display = screen(language=language, currency="jpy" if language == "ja" else "usd")
+    kiosk.host.register(Jammed(), "jammed_printer")
+    assert kiosk.take_sale(1250 if language == "en" else 1200, card="visa").ok      # the sale goes on
+    until(display, lambda: on_screen(display, words))
+    assert on_screen(display, "jammed_printer")
+    kiosk.notify(notices.safe_mode("Asked for with --safe"))
+    display.act("alert_ok")
+    until(display, lambda: on_screen(display, "Safe mode" if language == "en" else "セーフモード"))
 
 
 def test_the_sync_page_readiness_in_japanese(screen):

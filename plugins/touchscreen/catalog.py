@@ -134,6 +134,8 @@ EN = {
     "notice_interrupted": "Online sale not confirmed: {what} — do not charge again",
     "notice_needs_update": "This kiosk needs an update — Stripe refuses its requests; offline sales are kept",
     "notice_declined_for_now": "Declined for now, will retry: {what}",
+    "notice_plugin_trouble": "A plugin is not working and is skipped; sales go on — {what}",
+    "notice_safe_mode": "Safe mode: only the built-in plugins are loaded; sales go on",
 }
 
 JA = {
@@ -249,6 +251,8 @@ JA = {
     "notice_interrupted": "オンライン販売が未確認：{what} — 再請求しないでください",
     "notice_needs_update": "キオスクの更新が必要です — Stripeが要求を拒否（オフライン販売は保持）",
     "notice_declined_for_now": "一時的に拒否、再試行します：{what}",
+    "notice_plugin_trouble": "動作しないプラグインをスキップしました（販売は続行）：{what}",
+    "notice_safe_mode": "セーフモード：組み込みプラグインのみ読み込み中（販売は続行）",
 }
 
 # Stripe decline codes a vendor meets most; others are shown as the code itself.

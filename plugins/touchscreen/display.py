@@ -1,13 +1,25 @@
 """The vendor's touchscreen: a pygame-ce loop that draws screens and takes touches.
 
+:class:`TouchscreenDisplay` is the Display interface (``run(stop)``): it sets
+pygame up, runs the event loop, turns touches, clicks and keys into actions
+for the :class:`~.controller.SaleController`, and draws a frame -- widgets
+from :func:`.screens.build`, pixels by :class:`~.paint.Painter` -- whenever
+something changed.  The rooms around it:
+
+- :mod:`.controller` -- what a tap does (the sale flow, every button);
+- :mod:`.chores` -- the background thread that reads the queue and writes
+  "followed up";
+- :mod:`.screens` / :mod:`.paint` -- what is drawn, and the drawing of it.
+
 The UI thread never waits on the network, Bluetooth or the disk: a sale runs
 on its own thread (``Kiosk.take_sale`` checks Stripe, waits for the reader,
 charges), and queue reads and "followed up" writes run on a chores thread.
-Both hand their results back through an inbox the loop drains.  The loop is
-idle-cheap: it sleeps on a ``threading.Event`` between short input polls
-(``pygame.event.wait`` busy-polls every millisecond inside pygame-ce, which
-costs a few % of a core), and draws only when something changed -- the
-status-bar clock at most once a minute.
+Both hand their results back through an inbox the loop drains (:meth:`post`).
+The loop is idle-cheap: it sleeps on a ``threading.Event`` between short
+input polls (``pygame.event.wait`` busy-polls every millisecond inside
+pygame-ce, which costs a few % of a core), and draws only when something
+changed -- the status-bar clock at most once a minute.  This module holds no
+sale rules: it never decides what a button does.
 
 Never logs or draws card data beyond brand and last 4, and never logs a
 customer contact.
@@ -17,36 +29,31 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import queue
-import re
 import threading
 import time
 
-from kiosk import (CANCELLED, FAILED, FORWARDING, PENDING, REFUSED, SUCCEEDED, MoneyError,
-                   SaleResult, check_amount, check_contact, format_amount, minimum_charge, parse_iso)
-
 from . import OPEN_DISPLAYS
 from .catalog import Catalog
+from .chores import Chores, read_snapshot
+from .controller import REPLAYED_NOTICES, SaleController
 from .fonts import Fonts, bold_sibling, find_cjk, find_latin
-from .keypad import AmountEntry, type_contact
-from .layout import MIN_TEXT
+from .keypad import AmountEntry
+from .paint import Painter, ellipsize, wrap
 from .screens import Context, build
-from .state import Alert, Sale, Snapshot, UiState
+from .state import UiState
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")   # pygame prints a banner on stdout otherwise
 import pygame  # noqa: E402  (only imported when a display opens: see plugins/touchscreen/__init__.py)
+
+# Chores, read_snapshot, wrap and ellipsize lived here before the split; still importable from here.
+__all__ = ["TouchscreenDisplay", "parse_size", "Chores", "read_snapshot", "wrap", "ellipsize"]
 
 log = logging.getLogger("kiosk.touchscreen")
 
 POLL_ACTIVE = 1 / 30     # s between input polls while the vendor is using the screen
 POLL_IDLE = 1 / 12       # s between input polls when nobody has touched it for a while
 ACTIVE_FOR = 15.0        # s after the last touch that count as "in use"
-TOAST_SECONDS = 4.0
 FRAME_RATE = 30          # most frames a second while payments stream in; touches are drawn at once
-REFRESH_GAP = 0.25       # s: at most four queue reads a second while payments stream in
-SETTLED_SHOWN = 100      # settled payments on the Payments screen (the newest)
-TEXT_CACHE_BYTES = 1024 * 1024   # rendered strings kept, least recently drawn dropped first
-SALE_JOIN_SECONDS = 90.0  # a sale's reader wait and charge finish before the kiosk closes
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -87,6 +94,7 @@ class TouchscreenDisplay:
         except BaseException:
             pygame.display.quit()
             raise
+        self.painter = Painter(self.surface, self.fonts)
         self.ui = UiState(entry=AmountEntry(self.currency))
         self.scene = None                       # the widgets of the last frame drawn
         self.drawn: list[tuple[str, str, int]] = []   # (widget name, text, px) of the last frame
@@ -105,15 +113,12 @@ class TouchscreenDisplay:
         self._last_touch = 0.0
         self._next_tick = self._minute_after(time.time())
         self._online = kiosk.online
-        self._text_cache: collections.OrderedDict = collections.OrderedDict()
-        self._text_cache_bytes = 0
-        self._sale_thread: threading.Thread | None = None
-        self._chores = Chores(self)
-        self._attention_seq = -1
+        self._chores = Chores(kiosk, self.post)
+        self.controller = SaleController(kiosk, self.ui, self.catalog, self._chores, self.post, self._rows_shown)
         self._chores.start()                    # its first read waits for the first frame: start-up is faster
         OPEN_DISPLAYS.append(self)
         for notice in kiosk.recent_notices():   # sent before the screen existed
-            if notice.kind in ("store_recovered", "interrupted", "auth_failed", "reader", "needs_update"):
+            if notice.kind in REPLAYED_NOTICES:
                 self.notice(notice)
 
     # -- fonts and language ----------------------------------------------------------
@@ -208,7 +213,8 @@ class TouchscreenDisplay:
         while self._inbox:
             kind, payload = self._inbox.popleft()
             handled = True
-            self._receive(kind, payload)
+            self._dirty = True
+            self.controller.receive(kind, payload)
         online = self.kiosk.online                 # a plain attribute: no I/O
         if online != self._online:
             self._online = online
@@ -220,7 +226,7 @@ class TouchscreenDisplay:
             self._dirty = True
         return handled
 
-    # -- input -----------------------------------------------------------------------
+    # -- input: touches, clicks and keys become actions ------------------------------------
 
     def _handle(self, event) -> None:
         kind = event.type
@@ -239,7 +245,8 @@ class TouchscreenDisplay:
                 self._finger = None
                 self._release(self._finger_pos(event))
         elif kind == pygame.MOUSEWHEEL:
-            self._scroll(-event.y)
+            if self.controller.scroll(-event.y):
+                self._dirty = True
         elif kind == pygame.KEYDOWN:
             self._key(event)
         elif kind in (pygame.WINDOWEXPOSED, pygame.WINDOWRESTORED, pygame.WINDOWSHOWN, pygame.VIDEOEXPOSE):
@@ -285,158 +292,14 @@ class TouchscreenDisplay:
     def _has_target(self, name: str) -> bool:
         return self.scene is not None and any(w.name == name and w.enabled for w in self.scene.targets)
 
-    def _scroll(self, rows: int) -> None:
-        if self.ui.screen in ("payments", "attention") and rows:
-            self.ui.scroll[self.ui.screen] = max(0, self.ui.scroll[self.ui.screen] + rows)
-            self._dirty = True
-
-    # -- what each button does ---------------------------------------------------------
+    def _rows_shown(self, name: str | None) -> int:
+        """How many widgets called ``name`` the last frame drew (the controller's page size)."""
+        return len([w for w in (self.scene.widgets if self.scene else []) if w.name == name])
 
     def act(self, name: str) -> None:
         """Do what the button ``name`` does (the touch handlers call this)."""
-        ui, t = self.ui, self.catalog
         self._dirty = True
-        if name.startswith("key_"):
-            ui.entry.press(name[4:])
-            ui.sale_error = ""
-        elif name == "clear":
-            ui.entry.clear()
-            ui.sale_error = ""
-        elif name == "charge":
-            self._start_sale()
-        elif name == "cancel_sale" and ui.sale is not None:
-            ui.sale.cancel.set()
-        elif name == "contact":
-            ui.screen, ui.contact_error = "contact", ""
-        elif name.startswith("type_"):
-            ui.contact, ui.contact_error = type_contact(ui.contact, name[5:]), ""
-        elif name in ("contact_back", "contact_clear"):
-            ui.contact, ui.contact_error = type_contact(ui.contact, name[8:]), ""
-        elif name == "contact_mode":
-            ui.contact_mode = "email" if ui.contact_mode == "phone" else "phone"
-        elif name == "contact_done":
-            if self._contact_ok():
-                ui.screen = "confirm_offline"
-        elif name == "offline_confirm":
-            if self._contact_ok():
-                self._answer(True)
-        elif name == "offline_cancel":
-            self._answer(False)
-        elif name == "new_sale":
-            ui.screen, ui.result = "sale", None
-        elif name.startswith("nav_"):
-            ui.screen = name[4:]
-            if ui.screen == "attention":
-                self._chores.refresh(attention=True)
-        elif name.endswith("_up") or name.endswith("_down"):
-            screen, _, direction = name.rpartition("_")
-            page = self._page_size(screen)
-            ui.scroll[screen] = max(0, ui.scroll.get(screen, 0) + (page if direction == "down" else -page))
-        elif name.startswith("followed_up:"):
-            payment_id = name.partition(":")[2]
-            ui.following.add(payment_id)
-            self._chores.submit(lambda: self._mark_followed_up(payment_id))
-        elif name == "sync_now":
-            self.kiosk.request_sync()        # only sets an Event: the forwarder does the work
-            self._toast(t("toast_sync"))
-        elif name == "alert_view":
-            ui.alerts[:] = [a for a in ui.alerts if a.kind != "declined"]   # they are all on that screen
-            ui.screen = "attention"
-            self._chores.refresh(attention=True)
-        elif name == "alert_ok" and ui.alerts:
-            # only what the vendor saw: the grouped declines, or the one alert shown
-            if ui.alerts[0].kind == "declined":
-                ui.alerts[:] = [a for a in ui.alerts if a.kind != "declined"]
-            else:
-                ui.alerts.pop(0)
-
-    def _page_size(self, screen: str) -> int:
-        row_name = {"payments": "payment_row", "attention": "attention_row"}.get(screen)
-        rows = [w for w in (self.scene.widgets if self.scene else []) if w.name == row_name]
-        return max(1, len(rows))
-
-    def _contact_ok(self) -> bool:
-        ui = self.ui
-        if not ui.contact.strip():
-            ui.contact = ""
-            return True
-        try:
-            ui.contact = check_contact(ui.contact)
-            return True
-        except ValueError:
-            ui.contact_error = self.catalog("contact_invalid")
-            ui.screen = "contact"
-            return False
-
-    def _toast(self, text: str) -> None:
-        self.ui.toast, self.ui.toast_until = text, time.monotonic() + TOAST_SECONDS
-        self.ui.sent_count = 0
-        self._dirty = True
-
-    # -- a sale ----------------------------------------------------------------------
-
-    def _start_sale(self) -> None:
-        ui = self.ui
-        if ui.sale is not None:
-            return
-        amount, currency = ui.entry.minor, ui.entry.currency
-        try:
-            check_amount(amount, currency)
-        except MoneyError:
-            low = minimum_charge(currency)
-            ui.sale_error = (self.catalog("below_minimum", amount=format_amount(low, currency, self.catalog.locale))
-                             if amount < low else self.catalog("too_large"))
-            return
-        sale = Sale(amount, currency)
-        ui.sale, ui.screen, ui.contact, ui.contact_mode = sale, "present_card", "", "phone"
-        self._sale_thread = threading.Thread(target=self._sell, args=(sale,), name="touchscreen-sale", daemon=True)
-        self._sale_thread.start()
-
-    def _sell(self, sale: Sale) -> None:
-        """On the sale thread: the whole sale, as the engine runs it."""
-        try:
-            result = self.kiosk.take_sale(sale.amount, sale.currency, confirm=lambda offer: self._confirm(sale, offer),
-                                          cancel=sale.cancel)
-        except (MoneyError, ValueError) as exc:
-            result = SaleResult(REFUSED, str(exc))
-        except Exception as exc:      # an engine or plugin bug: say so, keep the screen alive
-            log.exception("sale failed")
-            result = SaleResult(REFUSED, f"sale failed ({type(exc).__name__})")
-        self.post("result", (sale, result))
-
-    def _confirm(self, sale: Sale, offer) -> bool:
-        """On the sale thread: ask the vendor about an offline sale and wait for the answer."""
-        sale.offer = offer
-        self.post("confirm", sale)
-        while not sale.answered.wait(0.5):
-            if self._closed or sale.cancel.is_set():
-                return False
-        if sale.answer:
-            offer.customer = sale.customer
-        return bool(sale.answer)
-
-    def _answer(self, yes: bool) -> None:
-        sale = self.ui.sale
-        if sale is None or sale.offer is None or sale.answered.is_set():
-            return
-        sale.answer, sale.offline = yes, yes
-        sale.customer = self.ui.contact or None
-        sale.answered.set()
-        self.ui.screen = "present_card"
-
-    def _finish_sale(self, sale: Sale, result) -> None:
-        ui = self.ui
-        if sale is not ui.sale:
-            return
-        ui.sale = None
-        if result.status == CANCELLED or (sale.cancel.is_set() and result.payment is None):
-            ui.screen = "sale"
-            self._toast(self.catalog("toast_cancelled" if sale.cancel.is_set() else "toast_not_confirmed"))
-            return
-        ui.result, ui.result_amount, ui.screen = result, (sale.amount, sale.currency), "result"
-        if result.ok or result.status == "unconfirmed":   # never leave it ready to charge again
-            ui.entry.clear()
-        self._chores.refresh(attention=result.payment is not None and result.payment.state == FAILED)
+        self.controller.act(name)
 
     # -- from other threads --------------------------------------------------------------
 
@@ -454,80 +317,6 @@ class TouchscreenDisplay:
     def notice(self, notice) -> None:
         self.post("notice", notice)
 
-    def _receive(self, kind: str, payload) -> None:
-        ui = self.ui
-        self._dirty = True
-        if kind == "snapshot":
-            ui.snapshot = payload
-        elif kind == "attention":
-            self._attention_seq, ui.attention = payload
-            ui.following &= {p.id for p in ui.attention}
-        elif kind == "confirm":
-            if payload is ui.sale:
-                ui.screen, ui.contact = "confirm_offline", payload.offer.customer or ""
-        elif kind == "result":
-            self._finish_sale(*payload)
-        elif kind == "payment":
-            self._payment(*payload)
-        elif kind == "followed":
-            payment_id, error = payload
-            ui.following.discard(payment_id)
-            self._toast(error or self.catalog("toast_followed"))
-        elif kind == "notice":
-            self._notice(payload)
-
-    def _payment(self, payment, previous) -> None:
-        t, ui = self.catalog, self.ui
-        # settled after the customer left: an offline sale, or an online one whose answer was lost
-        forwarded = previous in (PENDING, FORWARDING) and (payment.offline or payment.interrupted_told)
-        what = (f"{format_amount(payment.amount, payment.currency, t.locale)} "
-                f"{payment.card.brand} •••• {payment.card.last4}")
-        if forwarded and payment.state == SUCCEEDED:
-            if ui.toast and ui.sent_count:
-                ui.sent_count += 1
-                ui.toast = t("toast_sent_n", n=ui.sent_count)
-                ui.toast_until = time.monotonic() + TOAST_SECONDS
-            else:
-                self._toast(t("toast_sent", what=what))
-                ui.sent_count = 1
-        elif forwarded and payment.state == FAILED:
-            reason = t.decline(payment.decline_code, payment.message)
-            ui.alerts.append(Alert("declined", t("failure_one", what=f"{what} — {reason}"), payment.id))
-        self._chores.refresh(attention=payment.state == FAILED)
-
-    def _notice(self, notice) -> None:
-        if notice.kind == "reader":
-            what = f"{notice.title}: {notice.message}" if notice.message else notice.title
-            if notice.level == "success":
-                self._toast(self.catalog("notice_reader", what=what))
-            else:      # off, not found, pairing refused, battery low: the vendor must see it
-                self.ui.alerts.append(Alert("reader", self.catalog("notice_reader", what=what)))
-            return
-        key = {"auth_failed": "notice_auth_failed", "store_recovered": "notice_store_recovered",
-               "interrupted": "notice_interrupted", "needs_update": "notice_needs_update",
-               "declined_for_now": "notice_declined_for_now"}.get(notice.kind)
-        if key is None:
-            return     # the rest are on screen already: results, toasts, the status bar and its banner
-        payment = notice.payment or {}
-        what = ""
-        if payment:
-            what = (f"{format_amount(payment['amount'], payment['currency'], self.catalog.locale)} "
-                    f"{payment['card']['brand']} •••• {payment['card']['last4']}")
-        if notice.kind == "declined_for_now":
-            self._toast(self.catalog(key, what=what))     # nothing to do yet: the kiosk tries again
-            return
-        self.ui.alerts.append(Alert(notice.kind, self.catalog(key, what=what)))
-
-    def _mark_followed_up(self, payment_id: str) -> None:
-        """On the chores thread: durable before the screen says so."""
-        error = None
-        try:
-            self.kiosk.mark_followed_up(payment_id)
-        except ValueError as exc:
-            error = str(exc)
-        self.post("followed", (payment_id, error))
-        self._chores.refresh(attention=True)
-
     # -- drawing -------------------------------------------------------------------------
 
     def context(self) -> Context:
@@ -537,10 +326,8 @@ class TouchscreenDisplay:
     def _draw(self) -> None:
         started = time.perf_counter()
         scene = build(self.ui, self.context(), self.size)
-        self.drawn = []
-        surface = self.surface
-        for widget in scene.widgets:
-            self._draw_widget(surface, widget, scene.geometry)
+        self.drawn = []                         # a frame that fails to draw claims no strings
+        self.drawn = self.painter.paint(scene, self._pressed)
         pygame.display.flip()
         now = time.perf_counter()
         self.frame_times.append(now - started)
@@ -550,111 +337,6 @@ class TouchscreenDisplay:
         self.frames += 1
         self._dirty = self._urgent = False
         self._last_frame = time.monotonic()
-
-    def _draw_widget(self, surface, widget, geo) -> None:
-        box = widget.box
-        rect = pygame.Rect(box.tuple())
-        kind = widget.kind
-        if kind == "fill":
-            radius = 0 if widget.name in ("background", "status_bar", "nav_bar") or widget.name.startswith("banner") \
-                else geo.gap
-            pygame.draw.rect(surface, widget.fill, rect, border_radius=radius)
-            if widget.border:
-                pygame.draw.rect(surface, widget.border, rect, width=2, border_radius=radius)
-        elif kind == "button":
-            fill = widget.fill
-            if widget.name == self._pressed:
-                fill = tuple(int(c * 0.75) for c in fill)
-            pygame.draw.rect(surface, fill, rect, border_radius=geo.gap)
-            if widget.border:
-                pygame.draw.rect(surface, widget.border, rect, width=2, border_radius=geo.gap)
-            if widget.icon:
-                self._draw_icon(surface, widget, rect)
-            if widget.text:
-                self._draw_text(surface, widget, box.inset(max(4, geo.gap), 2), geo)
-        elif kind == "text":
-            self._draw_text(surface, widget, box, geo)
-        elif kind == "bar":
-            pygame.draw.rect(surface, (255, 255, 255), rect, border_radius=geo.gap)
-            filled = rect.copy()
-            filled.width = int(rect.width * max(0.0, min(1.0, widget.value)))
-            if filled.width:
-                pygame.draw.rect(surface, widget.fill, filled, border_radius=geo.gap)
-            pygame.draw.rect(surface, widget.border, rect, width=2, border_radius=geo.gap)
-
-    def _draw_icon(self, surface, widget, rect) -> None:
-        cx, cy = rect.center
-        s = max(8, min(rect.width, rect.height) // 4)
-        colour = widget.colour
-        if widget.icon == "up":
-            pygame.draw.polygon(surface, colour, [(cx - s, cy + s // 2), (cx + s, cy + s // 2), (cx, cy - s)])
-        elif widget.icon == "down":
-            pygame.draw.polygon(surface, colour, [(cx - s, cy - s // 2), (cx + s, cy - s // 2), (cx, cy + s)])
-        elif widget.icon == "back":       # a backspace key: a tag pointing left with an x
-            w = int(s * 1.6)
-            points = [(cx - w, cy), (cx - w // 2, cy - s), (cx + w, cy - s), (cx + w, cy + s), (cx - w // 2, cy + s)]
-            pygame.draw.polygon(surface, colour, points, width=3)
-            d = s // 2
-            pygame.draw.line(surface, colour, (cx - d + s // 3, cy - d), (cx + d + s // 3, cy + d), 3)
-            pygame.draw.line(surface, colour, (cx - d + s // 3, cy + d), (cx + d + s // 3, cy - d), 3)
-
-    def _draw_text(self, surface, widget, box, geo) -> None:
-        if not widget.text or box.w <= 0 or box.h <= 0:
-            return
-        image, px = self._text_image(widget.text, geo.text[widget.role], widget.bold, widget.colour, box.w, box.h,
-                                     widget.lines, widget.align)
-        self.drawn.append((widget.name, widget.text, px))
-        width, height = image.get_size()
-        if widget.align == "left":
-            x = box.x
-        elif widget.align == "right":
-            x = box.right - width
-        else:
-            x = box.x + (box.w - width) // 2
-        y = box.y + (box.h - height) // 2
-        clip = surface.get_clip()
-        surface.set_clip(pygame.Rect(box.tuple()))      # text never spills out of its widget
-        surface.blit(image, (x, y))
-        surface.set_clip(clip)
-
-    def _text_image(self, text: str, px: int, bold: bool, colour, width: int, height: int, lines: int = 1,
-                    align: str = "center"):
-        """Rendered text that fits ``width`` x ``height`` on at most ``lines``
-        lines: smaller type first, then an ellipsis."""
-        key = (text, px, bold, colour, width, height, lines, align)
-        cached = self._text_cache.get(key)
-        if cached is not None:
-            self._text_cache.move_to_end(key)
-            return cached
-        size = max(MIN_TEXT, min(px, int(height / 1.2)))
-        while True:
-            font = self.fonts.get(size, bold)
-            rows = [text] if lines == 1 else wrap(text, font, width)
-            tall = len(rows) * font.get_linesize() if len(rows) > 1 else 0
-            fits = len(rows) <= lines and tall <= height and all(font.size(r)[0] <= width for r in rows)
-            if fits or size <= MIN_TEXT:
-                break
-            size = max(MIN_TEXT, int(size * 0.9))
-        rows = rows[:lines]
-        if len(rows) == lines and lines > 1 and len(wrap(text, font, width)) > lines:
-            rows[-1] = rows[-1] + "…"
-        rows = [ellipsize(r, font, width) for r in rows]
-        if len(rows) == 1:
-            image = font.render(rows[0], True, colour)
-        else:
-            images = [font.render(r, True, colour) for r in rows]
-            step = font.get_linesize()
-            image = pygame.Surface((max(i.get_width() for i in images), step * len(images)), pygame.SRCALPHA)
-            for n, line in enumerate(images):
-                x = {"left": 0, "right": image.get_width() - line.get_width()}.get(
-                    align, (image.get_width() - line.get_width()) // 2)
-                image.blit(line, (x, n * step))
-        self._text_cache[key] = (image, size)
-        self._text_cache_bytes += image.get_width() * image.get_height() * image.get_bytesize()
-        while self._text_cache_bytes > TEXT_CACHE_BYTES and len(self._text_cache) > 1:
-            _, (old, _) = self._text_cache.popitem(last=False)
-            self._text_cache_bytes -= old.get_width() * old.get_height() * old.get_bytesize()
-        return image, size
 
     # -- for tests, screenshots and benches -------------------------------------------------
 
@@ -677,7 +359,7 @@ class TouchscreenDisplay:
         while time.monotonic() < deadline:
             self.step(0.02)
             snapshot = self.ui.snapshot
-            if snapshot is not None and snapshot.seq >= seq and self._attention_seq >= seq:
+            if snapshot is not None and snapshot.seq >= seq and self.controller.attention_seq >= seq:
                 self._dirty = True
                 self.step()
                 return True
@@ -699,132 +381,8 @@ class TouchscreenDisplay:
         if self._closed:
             return
         self._closed = True
-        sale = self.ui.sale
-        if sale is not None:
-            if cancel_sale:
-                sale.cancel.set()
-            sale.answered.set()          # an unanswered offline offer is a "no": nothing read yet
-        if self._sale_thread is not None:
-            self._sale_thread.join(SALE_JOIN_SECONDS)
+        self.controller.close(cancel_sale)
         self._chores.stop()
         if self in OPEN_DISPLAYS:
             OPEN_DISPLAYS.remove(self)
         pygame.display.quit()
-
-
-def wrap(text: str, font, width: int) -> list[str]:
-    """Break ``text`` into lines no wider than ``width``: at spaces, or between
-    any two characters where there are none (Japanese)."""
-    rows: list[str] = []
-    line = ""
-    for word in re.findall(r"\S+\s*", text):
-        if font.size(line + word.rstrip())[0] <= width:
-            line += word
-            continue
-        if line:
-            rows.append(line.rstrip())
-            line = ""
-        while font.size(word.rstrip())[0] > width:      # a word (or a Japanese sentence) wider than a line
-            low, high = 1, len(word)
-            while low < high:
-                mid = (low + high + 1) // 2
-                if font.size(word[:mid])[0] <= width:
-                    low = mid
-                else:
-                    high = mid - 1
-            rows.append(word[:low])
-            word = word[low:]
-        line = word
-    if line.strip():
-        rows.append(line.rstrip())
-    return rows or [""]
-
-
-def ellipsize(text: str, font, width: int) -> str:
-    if font.size(text)[0] <= width:
-        return text
-    low, high = 0, len(text)
-    while low < high:             # the longest prefix that fits with the ellipsis
-        mid = (low + high + 1) // 2
-        if font.size(text[:mid].rstrip() + "…")[0] <= width:
-            low = mid
-        else:
-            high = mid - 1
-    return text[:low].rstrip() + "…"
-
-
-class Chores(threading.Thread):
-    """The one thread that reads the queue and writes "followed up" for the screen."""
-
-    def __init__(self, display: TouchscreenDisplay):
-        super().__init__(name="touchscreen-chores", daemon=True)
-        self.display = display
-        self.jobs: queue.Queue = queue.Queue()
-        self.stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._queued = False
-        self._attention = False
-        self._last = 0.0
-        self.requested = 0
-
-    def run(self) -> None:
-        while True:
-            job = self.jobs.get()
-            if job is None:
-                return
-            try:
-                job()
-            except Exception:
-                log.exception("touchscreen: reading the queue failed")
-
-    def submit(self, job) -> None:
-        self.jobs.put(job)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.jobs.put(None)
-        self.join(10)
-
-    def refresh(self, attention: bool = False) -> int:
-        """Read the queue again soon; many calls in a burst make one read.
-        Returns a number the snapshot answering this request will carry."""
-        with self._lock:
-            self.requested += 1
-            self._attention |= attention
-            if self._queued:
-                return self.requested
-            self._queued = True
-        self.jobs.put(self._refresh)
-        return self.requested
-
-    def _refresh(self) -> None:
-        delay = self._last + REFRESH_GAP - time.monotonic()
-        if delay > 0 and self.stopping.wait(delay):
-            return
-        with self._lock:
-            self._queued = False
-            attention, self._attention = self._attention, False
-            seq = self.requested
-        kiosk = self.display.kiosk
-        snapshot = read_snapshot(kiosk)
-        snapshot.seq = seq
-        if attention:
-            self.display.post("attention", (seq, kiosk.needs_attention()))
-        self.display.post("snapshot", snapshot)
-        self._last = time.monotonic()
-
-
-def read_snapshot(kiosk) -> Snapshot:
-    """Everything the status bar, Payments and Sync show, in one read (never on the UI thread)."""
-    status = kiosk.status(check=False)
-    return Snapshot(
-        online=status["online"],
-        pending=status["pending"]["count"],
-        totals={code: entry["amount"] for code, entry in status["pending"]["by_currency"].items()},
-        oldest_at=parse_iso(status["oldest_pending_at"]),
-        last_sync_at=status["last_sync_at"],
-        live=kiosk.live()[::-1],
-        settled=kiosk.settled(SETTLED_SHOWN),
-        problem=kiosk.problem,
-        readiness=kiosk.last_readiness,
-    )
