@@ -6,6 +6,9 @@ States::
        ^            │    └───> failed      (declined, or permanently refused)
        └────────────┘  retry later (network, 429, 5xx, outcome unknown)
 
+Every move between states, and every change to the attempt bookkeeping below,
+is made in :mod:`kiosk.payment_states` (which also checks the move is allowed).
+
 A payment holds a processor token and brand/last4/expiry for display, never a
 card number.  Its ``request`` (idempotency key and exact parameters) is set
 when the sale is stored, before any attempt; it changes only when a newer

@@ -1,0 +1,45 @@
+"""The kiosk's background loop (``kiosk run`` runs it on the forwarder
+thread): forward whenever Stripe is reachable, send reminders, ask "ready to
+sell offline?" now and then, tidy the store.
+
+It only schedules: the work is the kiosk's own, and a pass that fails is
+logged and tried again at the next poll -- it never ends the loop, and it
+never runs on the screen's thread.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from .forwarding import due
+from .interfaces import optional
+
+log = logging.getLogger("kiosk.engine")     # the engine's log lines keep their name
+
+READINESS_SECONDS = 300     # how often `kiosk run` asks "ready to sell offline?" again
+
+
+def run(kiosk, stop: threading.Event) -> None:
+    """Forward whenever Stripe is reachable, send reminders, tidy the store.
+    Sleeps between checks (battery): wakes early on ``kiosk.wake``."""
+    poll = kiosk.config["sync"]["poll_seconds"]
+    while not stop.is_set():
+        forced = kiosk.wake.is_set()
+        kiosk.wake.clear()
+        try:
+            if kiosk.check_online():
+                if any(due(p, kiosk.clock()) for p in kiosk.store.live()) or forced:
+                    kiosk.forward(force=forced, stop=stop)
+                else:
+                    kiosk.note_synced()
+            elif optional(kiosk.sync, "Forwarder", "key_rejected"):
+                kiosk.telling.alert_key("Stripe rejected the API key")
+            if kiosk.online and kiosk.health.readiness_older_than(READINESS_SECONDS):
+                kiosk.readiness()     # asked while online: offline, Stripe's lines could not be checked
+            kiosk.remind()
+            kiosk.store.maintain()
+        except Exception:
+            log.exception("background forwarding pass failed; trying again in %.0f s", poll)
+        kiosk.wake.wait(poll)
+        if stop.is_set():
+            break
