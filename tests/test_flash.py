@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import importlib.machinery
-import importlib.util
+import importlib
 import json
 import lzma
 import os
@@ -21,6 +20,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -263,13 +263,11 @@ def fs_type(path: Path) -> str:
     return sh("stat", "-f", "-c", "%T", path, text=True).stdout.strip()
 
 
-def load_flash_module():
-    loader = importlib.machinery.SourceFileLoader("kiosk_flash", str(FLASH))
-    spec = importlib.util.spec_from_loader("kiosk_flash", loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["kiosk_flash"] = module      # dataclasses look their module up
-    loader.exec_module(module)
-    return module
+def load_flash_module(part: str = "cli"):
+    """A part of image/flash's package (image/flashing/), imported as image/flash imports it."""
+    if str(FLASH.parent) not in sys.path:
+        sys.path.insert(0, str(FLASH.parent))
+    return importlib.import_module(f"flashing.{part}")
 
 
 def flash_in_process(module, monkeypatch, capsys, *args) -> subprocess.CompletedProcess:
@@ -479,6 +477,83 @@ def test_a_blank_target_is_written_whole_without_asking_for_erase(built, tmp_pat
     assert flash("--keep-data", "--yes", built["new"], other).returncode == 2
 
 
+# -- the storage plugin says which files hold payments ------------------------------------
+
+def card_naming_storage(path: Path, config: str, sales=(), extra: dict[str, bytes] | None = None) -> Path:
+    """A kiosk card whose settings on the data partition (/system/config.toml) are CONFIG."""
+    data = empty_data(path.with_name(path.name + ".data"))
+    fill_queue(data / "kiosk", list(sales))
+    (data / "kiosk" / "stripe.key").write_text(STRIPE_SECRET + "\n")
+    for name, content in (extra or {}).items():
+        (data / "kiosk" / name).write_bytes(content)
+    (data / "system" / "config.toml").write_text(config)
+    image_id = b"KIOSK_VERSION=0.1.0\n"
+    return make_disk(path, data=data, root={"etc/kiosk-image-id": image_id},
+                     boot={"kiosk-image-id.txt": image_id, "kiosk-settings.applied.toml": VENDOR_APPLIED})
+
+
+LEDGER_FILES = ["kiosk.key", "live.kdb", "history.kdb", "feed.kdb", "ledger.txt"]
+
+
+def test_the_files_the_cards_storage_plugin_names_are_the_ones_read(built, card, tmp_path, monkeypatch, capsys):
+    site = tmp_path / "site"            # a third-party storage plugin, installed as pip would
+    site.mkdir()
+    (site / "ledger_store.py").write_text(textwrap.dedent(f"""
+        from kiosk import hookimpl
+        from kiosk_builtins.tinydb_store import plugin as tinydb
+
+        @hookimpl
+        def kiosk_storage_files(settings):
+            return {LEDGER_FILES!r}
+
+        @hookimpl
+        def kiosk_open_storage(settings, data_dir, create):
+            return tinydb.kiosk_open_storage(settings={{"storage.tinydb": {{"compact_every": 2000}}}},
+                                             data_dir=data_dir, create=create)
+    """))
+    info = site / "ledger_store-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ledger_store\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[kiosk]\nledger = ledger_store\n")
+    monkeypatch.syspath_prepend(str(site))          # for image/flash, and for the `kiosk queue` it runs
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    module, card_queue = load_flash_module(), load_flash_module("card_queue")
+    copied, real_list = [], card_queue.list_payments
+
+    def watched(data_dir, work, storage):
+        copied.append((storage, sorted(path.name for path in data_dir.iterdir())))
+        return real_list(data_dir, work, storage)
+    monkeypatch.setattr(card_queue, "list_payments", watched)
+
+    target = card_naming_storage(tmp_path / "ledger" / "card.img", '[kiosk]\nid = "cheese-stall"\n\n'
+                                 '[storage]\nuse = "ledger"\npath = "/data/kiosk"\n', PENDING_SALES,
+                                 extra={"ledger.txt": b"3 sales\n", "notes.txt": b"not the plugin's\n"})
+    before = sha(target)
+    result = flash_in_process(module, monkeypatch, capsys, "--erase", "--yes", built["new"], target)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith("flash: refusing to erase: 3 payments") and sha(target) == before
+    assert copied == [("ledger", sorted(LEDGER_FILES))]      # not notes.txt, never stripe.key
+    # a card whose settings name no storage plugin: the kiosk's default, tinydb, and its files
+    result = flash_in_process(module, monkeypatch, capsys, "--erase", "--yes", built["new"], card("pending"))
+    assert result.returncode == 3, result.stderr
+    assert copied[1] == ("tinydb", sorted(["kiosk.key", "live.kdb", "history.kdb", "feed.kdb"]))
+    assert STRIPE_SECRET not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("config, code, words", [
+    ('[storage]\nuse = "nosuch"\n', 2, "flash: cannot ask the card's storage plugin 'nosuch' which files"),
+    ('[storage\nuse = "tinydb"\n', 3, "flash: refusing to erase: the payment queue on"),
+])
+def test_a_card_whose_storage_plugin_cannot_be_asked_is_not_erased(built, tmp_path, config, code, words):
+    target = card_naming_storage(tmp_path / "card.img", config, [(1250, "eur")])
+    before = sha(target)
+    result = flash("--erase", "--yes", built["new"], target)
+    assert result.returncode == code, result.stderr
+    assert result.stderr.startswith(words) and result.stderr.count("\n") == 1
+    assert ("no storage plugin named 'nosuch'" if code == 2 else "config.toml") in result.stderr
+    assert sha(target) == before
+
+
 # -- a damaged kiosk card is never written ------------------------------------------------
 
 def damage_card(target: Path, how: str) -> None:
@@ -558,7 +633,7 @@ def test_a_read_error_on_the_card_stops_the_run(built, card, monkeypatch, capsys
 
 @pytest.mark.parametrize("block_size, size_mib", [(1024, 16), (2048, 40), (4096, 160)])
 def test_backup_superblocks_are_found_where_dumpe2fs_lists_them(tmp_path, block_size, size_mib):
-    module = load_flash_module()
+    module = load_flash_module("disks")
     fs = tmp_path / "data.img"
     with open(fs, "wb") as handle:
         handle.truncate(size_mib * MiB)
@@ -614,13 +689,14 @@ def test_the_journal_copy_is_made_in_a_private_folder_in_ram_and_removed(built, 
     system_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
     seen = []
-    real_copy = module.replayed_copy
+    card_queue = load_flash_module("card_queue")
+    real_copy = card_queue.replayed_copy
 
-    def watched(card_path, partition, info, work):
-        copy = real_copy(card_path, partition, info, work)
+    def watched(card_path, partition, info, work, files):
+        copy = real_copy(card_path, partition, info, work, files)
         seen.append((work, fs_type(work), stat.S_IMODE(work.stat().st_mode), fs_type(copy)))
         return copy
-    monkeypatch.setattr(module, "replayed_copy", watched)
+    monkeypatch.setattr(card_queue, "replayed_copy", watched)
     result = flash_in_process(module, monkeypatch, capsys, "--yes", built["new"], target)
     assert result.returncode == 0, result.stderr
     [(work, kind, mode, copy_kind)] = seen
@@ -634,7 +710,7 @@ def test_without_a_ram_backed_folder_a_kiosk_card_is_not_read(built, card, tmp_p
     module = load_flash_module()
     mounts = tmp_path / "mounts"
     mounts.write_text("/dev/vda / ext4 rw,relatime 0 0\nproc /proc proc rw 0 0\n")
-    monkeypatch.setattr(module, "MOUNTS", mounts)
+    monkeypatch.setattr(load_flash_module("workdir"), "MOUNTS", mounts)
     target = card("pending")
     before = sha(target)
     for extra in ([], ["--work-dir", tmp_path]):
@@ -646,7 +722,7 @@ def test_without_a_ram_backed_folder_a_kiosk_card_is_not_read(built, card, tmp_p
     blank = tmp_path / "blank.img"          # no queue to read: no work folder needed
     blank.write_bytes(b"")
     assert flash_in_process(module, monkeypatch, capsys, "--yes", built["new"], blank).returncode == 0
-    monkeypatch.setattr(module, "MOUNTS", Path("/proc/self/mounts"))
+    monkeypatch.setattr(load_flash_module("workdir"), "MOUNTS", Path("/proc/self/mounts"))
     already = set(Path("/dev/shm").glob("kiosk-flash-*"))
     result = flash_in_process(module, monkeypatch, capsys, "--work-dir", "/dev/shm", "--yes", built["new"], target)
     assert result.returncode == 0, result.stderr
@@ -763,7 +839,7 @@ def test_help_documents_the_exit_codes():
 # -- in use -----------------------------------------------------------------------------
 
 def test_mounted_targets_are_found(tmp_path):
-    flash_module = load_flash_module()
+    flash_module = load_flash_module("target")
     card_file = tmp_path / "card.img"
     card_file.write_bytes(b"")
     sys_block = tmp_path / "sys"
@@ -786,7 +862,7 @@ def test_mounted_targets_are_found(tmp_path):
 
 
 def test_the_image_checks_agree_with_blkid(built):
-    flash_module = load_flash_module()
+    flash_module = load_flash_module("disks")
     disk = built["new"]
     assert flash_module.fat_label(byte_range(disk, part_offset(disk, 1), part_offset(disk, 1) + 512)) == "KIOSKBOOT"
     for number, label in ((2, "KIOSKROOT"), (3, "KIOSKDATA")):
@@ -796,7 +872,7 @@ def test_the_image_checks_agree_with_blkid(built):
 
 
 def test_fat32_labels_are_read_like_blkid_reads_them(tmp_path):
-    flash_module = load_flash_module()
+    flash_module = load_flash_module("disks")
     fat32 = tmp_path / "boot32.img"
     sh("mkfs.vfat", "-F", "32", "-n", "KIOSKBOOT", "-C", fat32, 40 * 1024)
     assert "FAT32" in sh("blkid", "--probe", fat32, text=True).stdout
