@@ -55,7 +55,7 @@ def load_config(host: Host, path: Path, overrides: dict | None = None) -> Config
         if section in schema:
             raise ConfigError(f"a plugin declares the core section [{section}]")
         schema[section] = keys
-    return check(raw, schema, path=path)
+    return check(raw, schema, path=path, absent=frozenset(host.absent_names()))
 
 
 def plugin_settings(host: Host, config: Config, name: str) -> dict:

@@ -172,12 +172,18 @@ def _check(section: str, key: str, value: Any, setting: Setting) -> Any:
     return value
 
 
-def check(raw: dict, schema: dict[str, dict[str, Setting]], path: Path | None = None) -> Config:
-    """Check ``raw`` (parsed TOML) against ``schema``; fill in defaults."""
+def check(raw: dict, schema: dict[str, dict[str, Setting]], path: Path | None = None,
+          absent: frozenset[str] = frozenset()) -> Config:
+    """Check ``raw`` (parsed TOML) against ``schema``; fill in defaults.
+    Sections of a plugin in ``absent`` (it failed to load, is switched off or
+    held back by safe mode) are left unchecked: that plugin is skipped with
+    its own one line, and its settings must not stop the sale."""
     sections = _flatten(raw)
     values: dict[str, dict[str, Any]] = {}
     for section, keys in sections.items():
         declared = schema.get(section)
+        if declared is None and absent & set(section.split(".")):
+            continue
         if declared is None:
             raise ConfigError(f"config: unknown section [{section}] (no loaded plugin reads it)")
         for key, value in keys.items():

@@ -90,6 +90,7 @@ class Host:
         self.builtins: set[str] = set()
         self.failed: dict[str, str] = {}     # plugin name -> one-line import error
         self.skipped: dict[str, str] = {}    # plugin name -> why it is not in use (notifiers, displays)
+        self.withheld: set[str] = set()      # third-party plugins safe mode did not load
         self._told: set[tuple[str, str]] = set()   # (plugin, hook) whose failure was told once
         self.tracing = False
         self.on_trouble = None               # callable(line): the kiosk shows plugin trouble on the screen
@@ -116,6 +117,7 @@ class Host:
         """Register third-party plugins from the ``kiosk`` entry-point group
         (none in safe mode).  A name a built-in has is not taken again."""
         if self.safe_mode:
+            self.withheld = {entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)}
             return
         disabled = disabled_names()
         for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -128,6 +130,10 @@ class Host:
                 continue
             version = entry.dist.version if entry.dist else "?"
             self.register(plugin, entry.name, version)
+
+    def absent_names(self) -> set[str]:
+        """Plugins that exist but are not loaded: failed, switched off, or held back by safe mode."""
+        return (set(self.failed) | disabled_names() | self.withheld) - set(self.versions)
 
     def _failed_to_load(self, name: str, exc: Exception) -> None:
         self.failed[name] = _one_line(exc)
@@ -238,15 +244,16 @@ class Host:
             if only is not None and impl.plugin_name not in only:
                 continue
             args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
-            started = time.perf_counter()
+            started, failure = time.perf_counter(), None
             try:
                 impl.function(**args)
             except Exception as exc:
-                self._hook_failed(impl.plugin_name, hook, exc)
-            finally:
-                if self.tracing:
-                    trace_log.debug("hook %s -> %s: %.1f ms", hook, impl.plugin_name,
-                                    (time.perf_counter() - started) * 1000)
+                failure = exc
+            if self.tracing:
+                trace_log.debug("hook %s -> %s: %.1f ms", hook, impl.plugin_name,
+                                (time.perf_counter() - started) * 1000)
+            if failure is not None:     # told outside the except: the screen's notice is not chained to it
+                self._hook_failed(impl.plugin_name, hook, failure)
 
     def _hook_failed(self, plugin: str, hook: str, exc: Exception) -> None:
         log.debug("plugin %s raised in %s", plugin, hook, exc_info=exc)

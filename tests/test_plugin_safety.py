@@ -304,3 +304,38 @@ def test_the_storage_plugin_names_the_files_that_hold_the_queue(tmp_path, fake_s
         assert [p.amount for p in store.live()] == [500]
     finally:
         store.close()
+
+
+SECTIONED_NOTIFIER = """
+from kiosk import Setting, hookimpl
+
+@hookimpl
+def kiosk_settings():
+    return {"notifier.acme_sms": {"to": Setting(str, "", "Vendor's phone")}}
+
+@hookimpl
+def kiosk_notify(notice):
+    pass
+"""
+
+
+def test_a_notifier_with_its_own_settings_is_skipped_however_it_is_missing(tmp_path, fake_stripe):
+    """Its section names it: failed to import, switched off or held back by
+    safe mode, its settings are left unchecked and never stop a sale."""
+    path = write_config(tmp_path, fake_stripe.url, notifier={"use": ["feed", "acme_sms"]},
+                        notifier__acme_sms={"to": "+1 555 0100"})
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "broken").mkdir()
+    working = install_plugin(tmp_path / "ok", "acme_sms", SECTIONED_NOTIFIER)
+    assert run_kiosk("init", "--config", path, env=working).returncode == 0
+    broken = install_plugin(tmp_path / "broken", "acme_sms", "raise ImportError('no modem')\n")
+    for env in (broken, dict(working, KIOSK_DISABLE_PLUGINS="acme_sms")):
+        result = run_kiosk("charge", "5.00", "--config", path, env=env)
+        assert result.returncode == 0 and "APPROVED" in result.stdout, result.stderr
+        assert [line for line in result.stderr.splitlines() if "acme_sms" in line], result.stderr
+    proc = start_run(path, working, "--safe")
+    err = stop(proc, wait_until_up(proc, tmp_path / "data" / FLAG_NAME))
+    assert proc.returncode == 0 and "'acme_sms' is not built in and the kiosk is in safe mode" in err
+    typo = write_config(tmp_path, fake_stripe.url, notifier={"use": ["feed", "acme_sms"]},
+                        notifier__acme_sms={"too": "x"})
+    assert run_kiosk("charge", "5.00", "--config", typo, env=working).returncode == 2   # loaded: still checked
