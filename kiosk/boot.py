@@ -9,11 +9,12 @@ from .config import CORE_SETTINGS, Config, ConfigError, check, read_toml
 from .host import Host
 
 
-def load_host(safe_mode: bool = False) -> Host:
-    """Built-ins first, then the world (none of it in safe mode)."""
+def load_host(safe_mode: bool | str = False, only: set[str] | None = None) -> Host:
+    """Built-ins first, then the world (none of it in safe mode).  ``only``
+    names the plugins a tool needs (``image/flash``: the storage plugin)."""
     host = Host(safe_mode=safe_mode)
-    host.load_builtins()
-    host.load_entry_points()
+    host.load_builtins(only)
+    host.load_entry_points(only)
     host.check()
     return host
 

@@ -99,11 +99,12 @@ class Host:
 
     # -- loading -------------------------------------------------------------
 
-    def load_builtins(self) -> None:
-        """Register the built-in plugins (``DEFAULT_PLUGINS``), first."""
+    def load_builtins(self, only: set[str] | None = None) -> None:
+        """Register the built-in plugins (``DEFAULT_PLUGINS``), first;
+        ``only`` (names) for a tool that needs one plugin, not all."""
         disabled = disabled_names()
         for name, module_name in DEFAULT_PLUGINS:
-            if name in disabled or self.pm.has_plugin(name):
+            if name in disabled or self.pm.has_plugin(name) or (only is not None and name not in only):
                 continue
             try:
                 plugin = import_builtin(module_name).plugin
@@ -113,7 +114,7 @@ class Host:
             self.register(plugin, name, _own_version())
             self.builtins.add(name)
 
-    def load_entry_points(self) -> None:
+    def load_entry_points(self, only: set[str] | None = None) -> None:
         """Register third-party plugins from the ``kiosk`` entry-point group
         (none in safe mode).  A name a built-in has is not taken again."""
         if self.safe_mode:
@@ -121,7 +122,7 @@ class Host:
             return
         disabled = disabled_names()
         for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            if entry.name in disabled or self.pm.has_plugin(entry.name):
+            if entry.name in disabled or self.pm.has_plugin(entry.name) or (only is not None and entry.name not in only):
                 continue
             try:
                 plugin = entry.load()

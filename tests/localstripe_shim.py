@@ -68,6 +68,10 @@ class LocalstripeShim:
         threading.Thread(target=self._server.serve_forever, name="localstripe-shim", daemon=True).start()
         return self
 
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._server.server_address[:2]
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()

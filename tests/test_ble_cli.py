@@ -1,6 +1,6 @@
 """``kiosk charge`` end to end through the BLE reader plugin, bleak, our bleak
-backend and the emulated reader -- the real command in a child process, with
-``[reader] use = "ble"`` and ``[reader.ble] emulator = true``."""
+backend and the emulated reader -- the real command (in this process, through
+``run_kiosk``), with ``[reader] use = "ble"`` and ``[reader.ble] emulator = true``."""
 from __future__ import annotations
 
 import json
@@ -9,14 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from kiosk.defaults import DEFAULT_PLUGINS
+
 from conftest import ROOT, run_json, run_kiosk, write_config
 
 
 def ble_entry_point(tmp_path: Path) -> dict:
-    """The ``ble`` entry point, as ``pip install`` of the project will register
-    it once pyproject.toml names it; until then a dist-info in a temporary
-    site directory (the way tests/test_plugins.py installs plugins)."""
-    if any(e.name == "ble" for e in entry_points(group="kiosk")):
+    """Nothing to do when ``ble`` is a built-in (``DEFAULT_PLUGINS``) or has its
+    entry point; otherwise a dist-info in a temporary site directory (the way
+    tests/test_plugins.py installs plugins), which only a child process sees
+    (``run_kiosk`` then runs one)."""
+    if any(name == "ble" for name, _ in DEFAULT_PLUGINS) or any(e.name == "ble" for e in entry_points(group="kiosk")):
         return {}
     info = tmp_path / "site" / "kiosk_ble_reader-0.1.0.dist-info"
     info.mkdir(parents=True)

@@ -1,5 +1,7 @@
 """"Ready to sell offline?" -- ``kiosk check`` and ``Kiosk.readiness`` against
-the strict fake Stripe: every reason a vendor could find out too late."""
+the strict fake Stripe: every reason a vendor could find out too late.
+``kiosk check`` runs in this process (``run_kiosk``), and in a second process
+(``run_kiosk_process``) beside a kiosk holding the queue."""
 from __future__ import annotations
 
 import json
@@ -10,7 +12,7 @@ import pytest
 
 from kiosk.payment import utcnow
 
-from conftest import run_kiosk, write_config
+from conftest import run_kiosk, run_kiosk_process, write_config
 
 
 @pytest.fixture
@@ -20,8 +22,8 @@ def config(tmp_path, fake_stripe):
     return path
 
 
-def check(config, **kwargs):
-    result = run_kiosk("check", "--json", "--config", config, **kwargs)
+def check(config, run=run_kiosk, **kwargs):
+    result = run("check", "--json", "--config", config, **kwargs)
     assert result.returncode in (0, 1), result.stderr
     answer = json.loads(result.stdout)
     assert answer["ready"] is (result.returncode == 0)
@@ -82,7 +84,7 @@ def test_a_tap_to_pay_reader_or_online_only_selling_is_not_ready(tmp_path, fake_
 
 def test_a_queue_held_by_the_running_kiosk_still_checks_stripe(config, open_kiosk):
     running = open_kiosk(config)
-    answer, lines = check(config)
+    answer, lines = check(config, run=run_kiosk_process)      # a second process, as beside `kiosk run`
     assert not answer["ready"] and not lines["queue"]["ok"] and "in use" in lines["queue"]["detail"]
     assert lines["stripe"]["ok"] and lines["clock"]["ok"]
     running.close()

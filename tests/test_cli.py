@@ -1,4 +1,8 @@
-"""The ``kiosk`` command as scripts use it: options, JSON, exit codes, errors."""
+"""The ``kiosk`` command as scripts use it: options, JSON, exit codes, errors.
+
+``run_kiosk`` runs the command in this process; a real child process
+(``run_kiosk_process``, ``Popen``) where that is the point: a second process
+refused the queue, STRIPE_LOG (read at import), ``kiosk run`` under SIGTERM."""
 from __future__ import annotations
 
 import json
@@ -7,7 +11,7 @@ import stat
 
 import pytest
 
-from conftest import ROOT, TEST_KEY, run_json, run_kiosk, write_config
+from conftest import ROOT, TEST_KEY, run_json, run_kiosk, run_kiosk_process, write_config
 
 
 @pytest.fixture
@@ -162,7 +166,7 @@ def test_uninitialised_data_dir_is_a_clear_alarm(tmp_path, fake_stripe):
 
 def test_second_process_is_refused_while_the_queue_is_held(config, open_kiosk):
     held = open_kiosk(config)
-    result = run_kiosk("queue", "--config", config)
+    result = run_kiosk_process("queue", "--config", config)
     assert result.returncode == 5 and "in use by another kiosk process" in result.stderr
     held.close()
 
@@ -171,7 +175,8 @@ def test_api_key_and_card_data_never_reach_output_or_logs(config, fake_stripe, t
     outputs = []
     for args in (("charge", "12.50"), ("charge", "3.00", "--offline", "--card", "insufficient_funds"),
                  ("sync",), ("status",), ("queue",), ("notices",), ("status", "--json")):
-        result = run_kiosk("-v", *args, "--config", config, env={"STRIPE_LOG": "debug"})
+        # a child process each: stripe-python reads STRIPE_LOG once, at import
+        result = run_kiosk_process("-v", *args, "--config", config, env={"STRIPE_LOG": "debug"})
         outputs.append(result.stdout + result.stderr)
     everything = "\n".join(outputs)
     assert TEST_KEY not in everything and TEST_KEY[8:] not in everything

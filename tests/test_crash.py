@@ -1,6 +1,11 @@
 """Power cuts: SIGKILL the real ``kiosk`` process inside a sale and inside
 forwarding, start again, and count at the Stripe peer and in the queue:
-0 payments lost, 0 charged twice."""
+0 payments lost, 0 charged twice.
+
+Every command that is killed runs as a real child process
+(``run_kiosk_process``, or ``Popen``); the commands around them (``init``, the
+``sync`` and ``queue`` after the restart) run in this process (``run_kiosk``),
+opening the queue afresh as a new process would."""
 from __future__ import annotations
 
 import json
@@ -12,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import run_json, run_kiosk, write_config
+from conftest import run_json, run_kiosk, run_kiosk_process, write_config
 
 
 def kiosk_cmd(*args):
@@ -40,7 +45,7 @@ def config(tmp_path, fake_stripe):
 
 
 def test_killed_after_card_read_stores_nothing_and_tells_nobody(config):
-    result = run_kiosk("charge", "10.00", "--offline", "--config", config, env={"KIOSK_CRASH_AT": "sale:after_card"})
+    result = run_kiosk_process("charge", "10.00", "--offline", "--config", config, env={"KIOSK_CRASH_AT": "sale:after_card"})
     assert result.returncode == -signal.SIGKILL and "APPROVED" not in result.stdout
     assert queue(config) == []
 
@@ -48,7 +53,7 @@ def test_killed_after_card_read_stores_nothing_and_tells_nobody(config):
 @pytest.mark.parametrize("offline", [True, False])
 def test_killed_after_storing_a_sale_keeps_it_and_charges_it_once(config, fake_stripe, offline):
     flags = ["--offline"] if offline else []
-    result = run_kiosk("charge", "10.00", *flags, "--config", config, env={"KIOSK_CRASH_AT": "sale:after_store"})
+    result = run_kiosk_process("charge", "10.00", *flags, "--config", config, env={"KIOSK_CRASH_AT": "sale:after_store"})
     assert result.returncode == -signal.SIGKILL
     [payment] = queue(config)
     assert payment["state"] == "pending" and payment["offline"] is offline
@@ -64,7 +69,7 @@ def test_killed_inside_forwarding_charges_once_even_after_keys_are_pruned(config
     for card in ("visa", "mastercard", "insufficient_funds"):
         assert run_kiosk("charge", "10.00", "--offline", "--card", card, "--config", config).returncode == 0
     for _ in range(3):   # each run is killed at its first payment
-        result = run_kiosk("sync", "--config", config, env={"KIOSK_CRASH_AT": point})
+        result = run_kiosk_process("sync", "--config", config, env={"KIOSK_CRASH_AT": point})
         assert result.returncode == -signal.SIGKILL
         fake_stripe.prune_idempotency_keys()
     # each killed run left its payment marked as an attempt with unknown outcome
@@ -148,7 +153,7 @@ def test_power_cuts_after_each_try_of_a_declined_card_never_exceed_the_retry_bou
     fake_stripe.decline_next(20, decline_code="issuer_not_available")
     assert run_kiosk("sync", "--config", path).returncode == 0          # first try: declined for now
     for _ in range(4):
-        cut = run_kiosk("sync", "--config", path, env={"KIOSK_CRASH_AT": "forward:after_send"})
+        cut = run_kiosk_process("sync", "--config", path, env={"KIOSK_CRASH_AT": "forward:after_send"})
         assert cut.returncode == -signal.SIGKILL
     for _ in range(4):
         run_kiosk("sync", "--config", path)

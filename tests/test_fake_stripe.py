@@ -22,6 +22,8 @@ from stripe._http_client import HTTPClient
 from kiosk.testing import stripe_contract
 from kiosk.testing.fake_stripe import DECLINES, LEAVE_STATUSES, FakeStripe, parse_form
 
+from conftest import stop_promptly
+
 pytestmark = pytest.mark.timeout(30)
 
 KEY = "sk_test_fake_4242"
@@ -36,8 +38,11 @@ def fast_retries(monkeypatch):
 
 @pytest.fixture
 def fake():
-    with FakeStripe(rate_limit=1000) as f:
+    f = FakeStripe(rate_limit=1000).start()
+    try:
         yield f
+    finally:
+        stop_promptly(f.stop, (f.host, f.port))
 
 
 def client_for(fake, retries=0, key=KEY, **kw):

@@ -93,9 +93,15 @@ def quiet(number=BUZZER):
 
 def steady(number, seconds=0.3) -> bool:
     """The pin does not change for ``seconds``."""
-    pin(number).clear_states()
+    return all_steady([number], seconds)
+
+
+def all_steady(numbers, seconds=0.3) -> bool:
+    """None of the pins changes for ``seconds`` (watched over the same stretch)."""
+    for number in numbers:
+        pin(number).clear_states()
     time.sleep(seconds)
-    return len(pin(number).states) == 1
+    return all(len(pin(number).states) == 1 for number in numbers)
 
 
 class Sampler:
@@ -400,7 +406,7 @@ def test_shutdown_turns_everything_off_and_gives_the_pins_back(light_kiosk, monk
     kiosk.close()
     assert not status_light.active and all(device.closed for device in devices)
     assert all(level(n) == 0 for n in pins)
-    assert all(steady(n, 0.6) for n in pins)                # no blink or beep thread left
+    assert all_steady(pins, 0.6)                            # no blink or beep thread left
     for number in pins:
         LED(number).close()                                 # every pin was given back
     Button(BUTTON).close()

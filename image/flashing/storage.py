@@ -53,7 +53,7 @@ def storage_files(name: str) -> list[str]:
         raise cannot(f"the kiosk's plugin host cannot be imported: {exc}") from None
     try:
         with quiet_plugins():
-            host = load_host()
+            host = load_host(only={name})      # the one plugin asked: not every plugin's imports
             defaults = {section: {key: setting.default for key, setting in keys.items()}
                         for section, keys in host.settings_of(name).items()}
             files = host.call_on(name, "kiosk_storage_files", settings=defaults)
