@@ -18,7 +18,7 @@ import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from . import notices
@@ -37,7 +37,6 @@ class SyncReport:
     failed: int = 0
     pending: int = 0
     auth_error: str | None = None
-    results: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"reached": self.reached, "succeeded": self.succeeded, "failed": self.failed,
