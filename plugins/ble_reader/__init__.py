@@ -66,9 +66,8 @@ class BleReaderPlugin:
     @hookimpl
     def kiosk_open_reader(self, settings, report):
         from .reader import BleReader
-        reader = BleReader(settings["reader.ble"], settings.get("reader.ble.emulated"))
-        reader.attach(report)     # battery low, lost and found again: told to the vendor through the kiosk
-        return reader
+        # battery low, lost and found again: told to the vendor through the kiosk's report
+        return BleReader(settings["reader.ble"], settings.get("reader.ble.emulated"), report=report)
 
 
 plugin = BleReaderPlugin()

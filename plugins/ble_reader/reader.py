@@ -23,7 +23,6 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections import deque
 
 from kiosk import CardResult, Notice, ReaderError, ReaderInfo
 from kiosk import notices
@@ -40,13 +39,14 @@ _CANCEL_POLL = 0.1                # seconds between looks at the vendor's cancel
 
 
 class BleReader:
-    def __init__(self, settings: dict, emulated: dict | None = None):
+    def __init__(self, settings: dict, emulated: dict | None = None, report=None):
         self.settings = settings
         self.card_timeout = float(settings["card_timeout"])
         self.battery_low = int(settings["battery_low"])
         self.emulator = None              # the EmulatedReader, when emulator = true
-        self._notify = None
-        self._held: deque[Notice] = deque(maxlen=20)    # notices from before the kiosk started
+        # the kiosk's ``report``, set before the link starts: it holds what comes
+        # before the kiosk is up, so nothing is held here
+        self._notify = report
         self._notice_lock = threading.Lock()
         self._notices = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ble-reader-notices")
         self._battery_warned = False
@@ -152,11 +152,8 @@ class BleReader:
 
     def _tell(self, notice: Notice) -> None:
         with self._notice_lock:
-            if self._notify is None:
-                self._held.append(notice)
-                return
             notify = self._notify
-        if not self._closed:
+        if notify is not None and not self._closed:
             self._notices.submit(self._deliver, notify, notice)
 
     @staticmethod
@@ -165,15 +162,6 @@ class BleReader:
             notify(notice)
         except Exception:
             log.exception("telling the kiosk about the card reader failed")
-
-    def attach(self, notify) -> None:
-        """From now on reader notices go to ``notify`` (the ``report`` the
-        kiosk hands ``kiosk_open_reader``), starting with any held so far."""
-        with self._notice_lock:
-            self._notify = notify
-            held, self._held = list(self._held), deque(maxlen=20)
-        for notice in held:
-            self._tell(notice)
 
     def detach(self) -> None:
         with self._notice_lock:
