@@ -32,6 +32,8 @@ import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from kiosk.testing.fake_stripe import shutdown_promptly
+
 _CONFIRM = re.compile(r"^/v1/payment_intents/[^/]+/confirm$")
 _CANCEL = re.compile(r"^/v1/payment_intents/[^/]+/cancel$")
 # Stripe's test card that asks for authentication on every payment
@@ -68,13 +70,9 @@ class LocalstripeShim:
         threading.Thread(target=self._server.serve_forever, name="localstripe-shim", daemon=True).start()
         return self
 
-    @property
-    def address(self) -> tuple[str, int]:
-        return self._server.server_address[:2]
-
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            shutdown_promptly(self._server)
             self._server.server_close()
             self._server = None
 

@@ -22,7 +22,6 @@ from stripe._http_client import HTTPClient
 from kiosk.testing import stripe_contract
 from kiosk.testing.fake_stripe import DECLINES, LEAVE_STATUSES, FakeStripe, parse_form
 
-from conftest import stop_promptly
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -42,7 +41,7 @@ def fake():
     try:
         yield f
     finally:
-        stop_promptly(f.stop, (f.host, f.port))
+        f.stop()
 
 
 def client_for(fake, retries=0, key=KEY, **kw):

@@ -378,6 +378,22 @@ class _Handler(BaseHTTPRequestHandler):
 
 # -- the fake -------------------------------------------------------------------------
 
+def shutdown_promptly(server) -> None:
+    """``server.shutdown()`` for a ``socketserver`` loop, without waiting out
+    its poll interval: while the loop is asked to end, a connection to its
+    port wakes it (an empty connection is no request).  Tests stop hundreds
+    of peers; this keeps each stop to a few ms."""
+    address = server.server_address[:2]
+    stopper = threading.Thread(target=server.shutdown, name=f"stop-peer:{address[1]}")
+    stopper.start()
+    while stopper.is_alive():
+        try:
+            socket.create_connection(address, timeout=0.2).close()
+        except OSError:
+            pass
+        stopper.join(0.005)
+
+
 class FakeStripe:
     """In-memory fake of Stripe's PaymentIntents API over loopback HTTP.
 
@@ -449,7 +465,7 @@ class FakeStripe:
         if server is None:
             return
         self._stopping.set()          # wakes hanging / slow handlers
-        server.shutdown()
+        shutdown_promptly(server)
         with self._lock:
             conns = list(self._connections)
         for conn in conns:            # keep-alive connections would otherwise keep being served
