@@ -20,7 +20,7 @@ def open_display(kiosk, name: str):
     except PluginError as exc:
         log.error("%s; carrying on headless", exc)       # no screen is bad; no forwarding would be worse
         log.debug("display %s failed to open", name, exc_info=exc)
-        kiosk.plugin_trouble[name] = str(exc)
+        kiosk.telling.plugin_failed(name, str(exc))      # on status and the notifiers, as any skipped plugin
         return None
 
 
@@ -45,7 +45,7 @@ def run(kiosk, stop: threading.Event, *, display_name: str | None, on_started=No
         log.error("display plugin %s failed; carrying on headless: %s", display_name,
                   f"{type(exc).__name__}: {exc}".splitlines()[0])
         log.debug("display plugin %s failed", display_name, exc_info=exc)
-        kiosk.plugin_trouble[display_name] = f"display {display_name} failed: {type(exc).__name__}"
+        kiosk.telling.plugin_failed(display_name, f"display plugin {display_name} failed: {type(exc).__name__}")
         while headless_after_screen and not stop.is_set():
             stop.wait(1)
     finally:

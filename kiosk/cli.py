@@ -19,22 +19,14 @@ import logging
 import signal
 import sys
 import threading
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .config import ConfigError, default_path
-from .host import PluginError
+from .host import PluginError, package_version
 from .interfaces import ReaderError, StoreAlarm, StoreBusy
 from .money import MoneyError, format_amount, parse_amount
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_OFFLINE, EXIT_AUTH, EXIT_STORE = 0, 1, 2, 3, 4, 5
-
-
-def package_version() -> str:
-    try:
-        return version("offline-kiosk")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 class Fail(Exception):
@@ -254,7 +246,11 @@ def cmd_run(args) -> int:
     safe = ("Asked for with --safe" if args.safe else
             "The last start did not complete" if startup.last_failed() else False)
     startup.begin()
-    kiosk = open_kiosk(Path(args.config), safe_mode=safe)
+    try:
+        kiosk = open_kiosk(Path(args.config), safe_mode=safe)
+    except BaseException:
+        startup.complete()      # a start that failed and said why (exit 2, 5) is no crash: no safe mode for it
+        raise
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -292,7 +288,8 @@ def plugin_commands() -> list:
     from .boot import load_host
     host = load_host()
     found, owners = [], {}
-    for plugin_name, result in _per_plugin(host, "kiosk_commands"):
+    # built-ins first: a third-party plugin taking a built-in's name is the one refused
+    for plugin_name, result in sorted(host.answers("kiosk_commands"), key=lambda answer: answer[0] not in host.builtins):
         for command in result or ():
             if command.name in CORE_COMMANDS or command.name in owners:
                 raise PluginError(f"plugin {plugin_name}: command {command.name!r} is already taken "
@@ -300,15 +297,6 @@ def plugin_commands() -> list:
             owners[command.name] = plugin_name
             found.append(command)
     return found
-
-
-def _per_plugin(host, hook: str):
-    for impl in getattr(host.pm.hook, hook).get_hookimpls():
-        try:
-            yield impl.plugin_name, impl.function()
-        except Exception as exc:
-            logging.getLogger("kiosk").error("plugin %s failed in %s: %s; its commands are skipped",
-                                             impl.plugin_name, hook, f"{type(exc).__name__}: {exc}".splitlines()[0])
 
 
 # -- parser ---------------------------------------------------------------------

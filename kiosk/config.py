@@ -107,11 +107,21 @@ class Config:
     @property
     def data_dir(self) -> Path:
         raw = self["storage"]["path"]
-        return Path(raw) if raw else Path(platformdirs.user_data_dir("kiosk", appauthor=False))
+        return Path(raw) if raw else default_data_dir()
 
     def sections_of(self, schema: dict[str, dict[str, Setting]]) -> dict[str, dict[str, Any]]:
         """The checked values of the sections a plugin declared."""
         return {name: dict(self.values.get(name, {})) for name in schema}
+
+
+def default_data_dir() -> Path:
+    """``[storage] path`` when it is empty: the platform's user data directory."""
+    return Path(platformdirs.user_data_dir("kiosk", appauthor=False))
+
+
+def resolve_path(base: Path, value: str) -> Path:
+    """A path setting as written in ``config.toml``: relative to the file's folder, ``~`` expanded."""
+    return base / os.path.expanduser(value)
 
 
 def default_path() -> Path:
@@ -199,7 +209,7 @@ def check(raw: dict, schema: dict[str, dict[str, Setting]], path: Path | None = 
         for key, setting in declared.items():
             value = values[section][key]
             if setting.path and value:
-                values[section][key] = str(base / os.path.expanduser(value))
+                values[section][key] = str(resolve_path(base, value))
     config = Config(path=path, values=values)
     _check_core(config)
     return config

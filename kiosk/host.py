@@ -70,7 +70,8 @@ def disabled_names() -> set[str]:
     return {n.strip() for n in os.environ.get("KIOSK_DISABLE_PLUGINS", "").split(",") if n.strip()}
 
 
-def _own_version() -> str:
+def package_version() -> str:
+    """This kiosk's release: the built-ins' version, and ``kiosk --version``."""
     try:
         return version("offline-kiosk")
     except PackageNotFoundError:
@@ -111,7 +112,7 @@ class Host:
             except Exception as exc:
                 self._failed_to_load(name, exc)
                 continue
-            self.register(plugin, name, _own_version())
+            self.register(plugin, name, package_version())
             self.builtins.add(name)
 
     def load_entry_points(self, only: set[str] | None = None) -> None:
@@ -241,13 +242,19 @@ class Host:
         """Call every implementation, each on its own: one that raises is
         told in one line (the first time; the traceback goes to the debug log)
         and the rest still run (pluggy alone stops at the first error)."""
+        for _ in self.answers(hook, only, **kwargs):
+            pass
+
+    def answers(self, hook: str, only: list[str] | None = None, **kwargs):
+        """As :meth:`call_isolated`, yielding ``(plugin name, result)`` for
+        each implementation that answered."""
         for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
             if only is not None and impl.plugin_name not in only:
                 continue
             args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
             started, failure = time.perf_counter(), None
             try:
-                impl.function(**args)
+                result = impl.function(**args)
             except Exception as exc:
                 failure = exc
             if self.tracing:
@@ -255,6 +262,8 @@ class Host:
                                 (time.perf_counter() - started) * 1000)
             if failure is not None:     # told outside the except: the screen's notice is not chained to it
                 self._hook_failed(impl.plugin_name, hook, failure)
+            else:
+                yield impl.plugin_name, result
 
     def _hook_failed(self, plugin: str, hook: str, exc: Exception) -> None:
         log.debug("plugin %s raised in %s", plugin, hook, exc_info=exc)

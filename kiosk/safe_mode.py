@@ -14,7 +14,7 @@ import os
 import tomllib
 from pathlib import Path
 
-import platformdirs
+from .config import default_data_dir, resolve_path
 
 FLAG_NAME = ".incomplete_startup"
 
@@ -31,8 +31,8 @@ def data_dir_of(config_path: Path) -> Path | None:
     if not isinstance(path, str):
         return None
     if not path:
-        return Path(platformdirs.user_data_dir("kiosk", appauthor=False))
-    return Path(config_path).resolve().parent / os.path.expanduser(path)
+        return default_data_dir()
+    return resolve_path(Path(config_path).parent, path)
 
 
 class Startup:

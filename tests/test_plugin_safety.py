@@ -246,7 +246,7 @@ def test_a_command_name_already_taken_is_refused_in_one_line(tmp_path):
     env = install_plugin(tmp_path, "acme_dup", COMMAND_PLUGIN.replace('Command("waiting"', 'Command("screenshot"'))
     result = run_kiosk("screenshot", "sale", "--out", tmp_path / "x.png", env=env)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
-    assert "command 'screenshot' is already taken" in result.stderr
+    assert "plugin acme_dup: command 'screenshot' is already taken (by touchscreen)" in result.stderr
 
 
 # -- a checkout that is not installed ---------------------------------------------------
@@ -339,3 +339,14 @@ def test_a_notifier_with_its_own_settings_is_skipped_however_it_is_missing(tmp_p
     typo = write_config(tmp_path, fake_stripe.url, notifier={"use": ["feed", "acme_sms"]},
                         notifier__acme_sms={"too": "x"})
     assert run_kiosk("charge", "5.00", "--config", typo, env=working).returncode == 2   # loaded: still checked
+
+
+def test_a_start_that_fails_with_an_error_does_not_bring_safe_mode(tmp_path, fake_stripe):
+    """Only a start that died leaves the flag: one that stopped with its one
+    line (a missing reader, a queue in use) is not a plugin crash."""
+    path = write_config(tmp_path, fake_stripe.url)
+    assert run_kiosk("init", "--config", path).returncode == 0
+    wrong = write_config(tmp_path, fake_stripe.url, reader={"use": "no_such_reader"})
+    result = run_kiosk("run", "--headless", "--config", wrong)
+    assert result.returncode == 2 and "no reader plugin named 'no_such_reader'" in result.stderr
+    assert not (tmp_path / "data" / FLAG_NAME).exists()
