@@ -36,17 +36,16 @@ Known limits (by design):
 * A cut exactly at a record boundary is undetectable: the file is then a valid,
   shorter log (the last records simply look like they were never written).
   Only keeping a counter outside the file could catch that.
-* Change detection: TinyDB updates documents IN PLACE, so documents are kept
-  in memory as dict/list subclasses (``_Doc``, ``_TDict``, ``_TList``) whose
-  mutating methods flag the document (at any nesting depth).  ``write()``
-  skips unflagged documents with an identity check and compares flagged or
-  new ones byte-exactly via their JSON, so ``1`` -> ``True`` is a change and
-  setting a field to its current value writes nothing.  After a write the
-  in-memory document is rebuilt from its JSON, so memory always holds exactly
-  what a reopen would give (tuples become lists, as with JSONStorage).
+* What changed: the caller says which documents a write changes
+  (:meth:`EncryptedLogStorage.changing`), and only those are encoded and
+  appended -- a write costs what it changes, whatever the file holds.  A
+  write nobody declared (TinyDB used directly, as in a tool or a test) is
+  compared document by document with what is on disk, which costs what the
+  file holds.  After a write the in-memory document is rebuilt from its JSON,
+  so memory always holds exactly what a reopen would give.
 * As with TinyDB's CachingMiddleware, ``Document`` objects returned by TinyDB
-  are shallow copies: mutating a NESTED value of one changes the stored state,
-  which is then persisted with the next write.
+  are shallow copies: mutating a NESTED value of one changes memory, not the
+  file, until that document is written again.
 * Document ids are the ``str`` ids TinyDB hands to storages.
 """
 
@@ -83,7 +82,6 @@ AAD_TAG = b"KIOSKLOG1/aes-256-gcm"
 _LEN = struct.Struct(">I")
 _SEQ = struct.Struct(">Q")
 _MISSING = object()
-_FLAT = frozenset((str, int, float, bool, type(None)))  # immutable JSON scalars
 _DIAGNOSE_WINDOW = 64  # how far beyond its own position a misplaced record is looked for
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)
@@ -150,145 +148,10 @@ def _utc_stamp() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
-class _Doc(dict):
-    """A document as held in memory: flags every mutation of itself or of its
-    nested containers (``_d``), so ``write()`` needs no comparison for
-    documents that were not touched."""
-
-    __slots__ = ("_d",)
-
-    def _touch(self):
-        self._d = True
-
-    def __setitem__(self, key, value):
-        self._touch()
-        dict.__setitem__(self, key, value)
-
-    def __delitem__(self, key):
-        self._touch()
-        dict.__delitem__(self, key)
-
-    def update(self, *args, **kwargs):
-        self._touch()
-        dict.update(self, *args, **kwargs)
-
-    def pop(self, *args):
-        self._touch()
-        return dict.pop(self, *args)
-
-    def popitem(self):
-        self._touch()
-        return dict.popitem(self)
-
-    def clear(self):
-        self._touch()
-        dict.clear(self)
-
-    def setdefault(self, key, default=None):
-        self._touch()
-        return dict.setdefault(self, key, default)
-
-    def __ior__(self, other):
-        self._touch()
-        return dict.__ior__(self, other)
-
-
-class _TDict(_Doc):
-    """A dict nested in a document: mutations flag the document (``_r``)."""
-
-    __slots__ = ("_r",)
-
-    def _touch(self):
-        self._r._d = True
-
-
-class _TList(list):
-    """A list nested in a document: mutations flag the document (``_r``)."""
-
-    __slots__ = ("_r",)
-
-    def __setitem__(self, index, value):
-        self._r._d = True
-        list.__setitem__(self, index, value)
-
-    def __delitem__(self, index):
-        self._r._d = True
-        list.__delitem__(self, index)
-
-    def __iadd__(self, other):
-        self._r._d = True
-        return list.__iadd__(self, other)
-
-    def __imul__(self, n):
-        self._r._d = True
-        return list.__imul__(self, n)
-
-    def append(self, value):
-        self._r._d = True
-        list.append(self, value)
-
-    def extend(self, values):
-        self._r._d = True
-        list.extend(self, values)
-
-    def insert(self, index, value):
-        self._r._d = True
-        list.insert(self, index, value)
-
-    def pop(self, *args):
-        self._r._d = True
-        return list.pop(self, *args)
-
-    def remove(self, value):
-        self._r._d = True
-        list.remove(self, value)
-
-    def clear(self):
-        self._r._d = True
-        list.clear(self)
-
-    def sort(self, *args, **kwargs):
-        self._r._d = True
-        list.sort(self, *args, **kwargs)
-
-    def reverse(self):
-        self._r._d = True
-        list.reverse(self)
-
-
-def _tracked(value, root: _Doc):
-    """A copy of ``value`` whose containers flag ``root`` when mutated."""
-    if type(value) in _FLAT:
-        return value
-    if isinstance(value, dict):
-        d = _TDict()
-        d._r = root
-        for k, v in value.items():
-            dict.__setitem__(d, k, _tracked(v, root))
-        return d
-    if isinstance(value, (list, tuple)):
-        lst = _TList([_tracked(v, root) for v in value])
-        lst._r = root
-        return lst
-    return value
-
-
-def _tracked_doc(src: dict) -> _Doc:
-    """A clean in-memory document equal to ``src`` and sharing no container with it."""
-    doc = _Doc()
-    for k, v in src.items():
-        dict.__setitem__(doc, k, _tracked(v, doc))
-    doc._d = False
-    return doc
-
-
-def _as_json(prev) -> str:
-    """Copies of on-disk documents are kept as JSON text, or decoded right after a load."""
-    return prev if type(prev) is str else _encode(prev)
-
-
-def _from_copy(prev) -> _Doc:
-    return _tracked_doc(json.loads(prev) if type(prev) is str else prev)
+def _fresh(table: dict) -> dict:
+    """Memory's copy of a table as loaded: documents decoded from JSON, shared with nothing."""
+    return {doc_id: (json.loads(doc) if type(doc) is str else json.loads(_encode(doc)))
+            for doc_id, doc in table.items()}
 
 
 # --------------------------------------------------------------------------- keys
@@ -377,8 +240,8 @@ class EncryptedLogStorage(Storage):
         self._aad_prefix = b""
         self._end = 0
         self._data: dict = {}
-        self._objs: dict = {}    # table -> {doc_id: the _Doc object written last}
-        self._copies: dict = {}  # table -> {doc_id: detached copy of what is on disk}
+        self._copies: dict = {}  # table -> {doc_id: what is on disk, as JSON text or decoded}
+        self._declared: Optional[tuple[str, frozenset]] = None   # (table, doc ids) the next write changes
 
         if create and not os.path.lexists(self.path):
             self._create()
@@ -390,12 +253,18 @@ class EncryptedLogStorage(Storage):
         """The in-memory state (not a copy: TinyDB calls this on every operation)."""
         return self._data
 
+    def changing(self, table: str, *doc_ids) -> "_Declared":
+        """``with storage.changing("payments", doc_id): table.upsert(...)``:
+        the writes inside change only these documents of ``table`` (written
+        if present, deleted if gone), so nothing else is compared."""
+        return _Declared(self, table, frozenset(str(d) for d in doc_ids))
+
     def write(self, data: dict) -> None:
         """Append one record holding what changed since the last write, then fdatasync."""
         with self._lock:
             self._check_usable()
             try:
-                plan = self._diff(data)
+                plan = self._diff(data) if self._declared is None else self._declared_diff(data)
             except BaseException:
                 self._rollback()
                 raise
@@ -448,7 +317,7 @@ class EncryptedLogStorage(Storage):
             self._end = len(content)
             self.records = 1
             self._copies = copies
-            self._data, self._objs = self._fresh_docs(copies)
+            self._data = {name: _fresh(table) for name, table in copies.items()}
             try:
                 _fsync_dir(self._dir)
             except OSError as e:
@@ -563,16 +432,7 @@ class EncryptedLogStorage(Storage):
         self._end = good_end
         self.records = count
         self._copies = state
-        self._data, self._objs = self._fresh_docs(state)
-
-    @staticmethod
-    def _fresh_docs(copies: dict):
-        data, objs = {}, {}
-        for name, table in copies.items():
-            dt = {doc_id: _from_copy(doc) for doc_id, doc in table.items()}
-            data[name] = dt
-            objs[name] = dict(dt)
-        return data, objs
+        self._data = {name: _fresh(table) for name, table in state.items()}
 
     def _keep_aside(self, buf: bytes, kind: str):
         """Copy the file's bytes to <name>.<kind>-<UTC stamp> (0600). Returns (path|None, note)."""
@@ -741,45 +601,58 @@ class EncryptedLogStorage(Storage):
         if self._fd is None:
             raise ValueError(f"store {self.path} is closed")
 
-    def _diff(self, data: dict):
-        """What changed since the last write. Cost: O(docs) cheap checks, O(changed) encoding."""
+    def _declared_diff(self, data: dict):
+        """What changed, as declared: only the named documents are encoded."""
+        name, ids = self._declared
         if not isinstance(data, dict):
             raise TypeError("TinyDB state must be a dict")
-        copies, objs, enc = self._copies, self._objs, _encode
+        if any(t not in data for t in self._copies):
+            raise ValueError("a declared write may not drop a table")
+        table = data.get(name, {})
+        old = self._copies.get(name)
+        reset = [name] if old is None else []
+        items, touched, gone = [], [], []
+        for doc_id in ids:
+            doc = table.get(doc_id)
+            if doc is None:
+                if old is not None and doc_id in old:
+                    gone.append(doc_id)
+                continue
+            js = _encode(doc)
+            prev = _MISSING if old is None else old.get(doc_id, _MISSING)
+            changed = prev is _MISSING or js != (prev if type(prev) is str else _encode(prev))
+            touched.append((name, doc_id, js, changed))
+            if changed:
+                items.append((doc_id, js))
+        return [], reset, ({name: gone} if gone else {}), ({name: items} if items else {}), touched
+
+    def _diff(self, data: dict):
+        """What changed since the last write, found by comparing every
+        document with what is on disk: O(documents).  Only for writes nobody
+        declared (see :meth:`changing`)."""
+        if not isinstance(data, dict):
+            raise TypeError("TinyDB state must be a dict")
+        copies, enc = self._copies, _encode
         dropped = [name for name in copies if name not in data]
         reset, dels, ups, touched = [], {}, {}, []
         for name, table in data.items():
             old = copies.get(name)
             if old is None:  # new table
                 reset.append(name)
-                items = []
-                for doc_id, doc in table.items():
-                    js = enc(doc)
-                    items.append((doc_id, js))
-                    touched.append((name, doc_id, js, True))
-                if items:
-                    ups[name] = items
-                continue
-            owned = objs[name].get
-            copy_of = old.get
+                old = {}
             items = []
-            n_new = 0
             for doc_id, doc in table.items():
-                if owned(doc_id) is doc and not doc._d:
-                    continue  # our object, not mutated since it was written
                 js = enc(doc)
-                prev = copy_of(doc_id, _MISSING)
-                if prev is _MISSING:
-                    n_new += 1
-                elif js == _as_json(prev):  # touched but byte-identical: nothing to write
-                    touched.append((name, doc_id, js, False))
+                prev = old.get(doc_id, _MISSING)
+                if prev is not _MISSING and js == (prev if type(prev) is str else enc(prev)):
                     continue
                 items.append((doc_id, js))
                 touched.append((name, doc_id, js, True))
-            n_kept = len(table) - n_new
-            if n_kept < len(old):
-                if n_kept == 0:
-                    reset.append(name)  # e.g. truncate(): one word instead of every id
+            kept = sum(1 for doc_id in old if doc_id in table)
+            if old and kept < len(old):
+                if kept == 0:
+                    if name not in reset:
+                        reset.append(name)  # e.g. truncate(): one word instead of every id
                 else:
                     dels[name] = [doc_id for doc_id in old if doc_id not in table]
             if items:
@@ -830,23 +703,35 @@ class EncryptedLogStorage(Storage):
 
     def _commit(self, data: dict, plan) -> None:
         dropped, reset, dels, _, touched = plan
-        copies, objs = self._copies, self._objs
+        copies = self._copies
         for name in dropped:
-            del copies[name], objs[name]
+            del copies[name]
         for name in reset:
-            copies[name], objs[name] = {}, {}
+            copies[name] = {}
         for name, ids in dels.items():
-            ct, ot = copies[name], objs[name]
             for doc_id in ids:
-                ct.pop(doc_id, None)
-                ot.pop(doc_id, None)
+                copies[name].pop(doc_id, None)
         for name, doc_id, js, changed in touched:
-            # Memory gets exactly what is on disk, as a fresh tracked object.
-            doc = data[name][doc_id] = objs[name][doc_id] = _tracked_doc(json.loads(js))
+            data[name][doc_id] = json.loads(js)   # memory gets exactly what is on disk, shared with nobody
             if changed:
                 copies[name][doc_id] = js
         self._data = data
 
     def _rollback(self) -> None:
         """Make memory match the disk again after a write that did not happen."""
-        self._data, self._objs = self._fresh_docs(self._copies)
+        self._data = {name: _fresh(table) for name, table in self._copies.items()}
+
+
+class _Declared:
+    """The documents the writes inside a ``with`` block change (see ``changing``)."""
+
+    def __init__(self, storage: EncryptedLogStorage, table: str, ids: frozenset):
+        self.storage, self.table, self.ids = storage, table, ids
+
+    def __enter__(self):
+        self.storage._declared = (self.table, self.ids)
+        return self
+
+    def __exit__(self, *exc):
+        self.storage._declared = None
+        return False
