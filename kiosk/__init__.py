@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .commands import Command, CommandError
 from .config import ConfigError, Setting
+from .faults import crash_point
 from .hookspecs import hookimpl
 from .interfaces import (OPTIONAL_MEMBERS, CardResult, Display, Forwarder, Outcome, PaymentStore, Readiness,
                          Reader, ReaderError, ReaderInfo, Request, StoreAlarm, StoreBusy, looks_like_card_number)
@@ -51,6 +52,8 @@ __all__ = [
     "KioskView", "opened_kiosk",
     # commands a plugin adds to `kiosk`
     "Command", "CommandError",
+    # power-cut tests (KIOSK_CRASH_AT)
+    "crash_point",
 ]
 
 

@@ -11,12 +11,37 @@ from __future__ import annotations
 import logging
 import threading
 
+from datetime import timedelta
+
 from .forwarding import due
 from .interfaces import optional
+from .payment import iso
 
 log = logging.getLogger("kiosk.engine")     # the engine's log lines keep their name
 
 READINESS_SECONDS = 300     # how often `kiosk run` asks "ready to sell offline?" again
+PRUNE_STEPS = 10            # store prune() calls per pass: a bounded amount of work each poll
+
+
+def prune_history(kiosk, stop: threading.Event) -> int:
+    """``[storage] keep_days``: forget settled payments older than that, a
+    bounded step at a time (Stripe keeps the ledger).  The store never
+    forgets a pending payment or one still to follow up."""
+    keep_days = kiosk.config["storage"]["keep_days"]
+    prune = optional(kiosk.store, "PaymentStore", "prune")
+    if not keep_days or prune is None:
+        return 0
+    before = iso(kiosk.clock() - timedelta(days=keep_days))
+    forgotten = 0
+    for _ in range(PRUNE_STEPS):
+        gone = prune(before)
+        forgotten += gone
+        if not gone or stop.is_set():
+            break
+    if forgotten:
+        log.info("forgot %d settled payments settled before %s ([storage] keep_days = %d)",
+                 forgotten, before, keep_days)
+    return forgotten
 
 
 def run(kiosk, stop: threading.Event) -> None:
@@ -38,6 +63,7 @@ def run(kiosk, stop: threading.Event) -> None:
                 kiosk.readiness()     # asked while online: offline, Stripe's lines could not be checked
             kiosk.remind()
             kiosk.store.maintain()
+            prune_history(kiosk, stop)
         except Exception:
             log.exception("background forwarding pass failed; trying again in %.0f s", poll)
         kiosk.wake.wait(poll)

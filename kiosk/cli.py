@@ -14,17 +14,21 @@ Errors are one line on stderr.  Never prints a card number, token or API key.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import signal
 import sys
+import textwrap
 import threading
+from datetime import datetime
 from pathlib import Path
 
 from .config import ConfigError, default_path
 from .host import PluginError, package_version
 from .interfaces import ReaderError, StoreAlarm, StoreBusy
 from .money import MoneyError, format_amount, parse_amount
+from .payment import iso
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_OFFLINE, EXIT_AUTH, EXIT_STORE = 0, 1, 2, 3, 4, 5
 
@@ -102,21 +106,49 @@ def cmd_charge(args) -> int:
 
 
 def cmd_queue(args) -> int:
+    since = _since(args.since) if args.since else None
+    limit = None if args.all else args.limit
+    if limit is not None and limit < 0:
+        raise Fail(f"--limit must be 0 or more, not {limit}")
     kiosk = _open(args)
     try:
-        payments = kiosk.store.live() + kiosk.store.settled()[::-1]
+        # streamed: pending first (oldest first; bounded by max_pending), then
+        # settled newest first, read a page at a time whatever history holds
+        pending = [p for p in kiosk.store.live() if since is None or p.created_at >= since]
+        settled = kiosk.store.settled(limit, since=since) if since else kiosk.store.settled(limit)
+        shown = 0
         if args.json:
-            _print_json([p.public() for p in payments])
+            out = sys.stdout
+            out.write("[")
+            for p in itertools.chain(pending, settled):
+                out.write(("\n" if shown == 0 else ",\n") + textwrap.indent(
+                    json.dumps(p.public(), indent=2, ensure_ascii=False), "  "))
+                shown += 1
+            out.write("\n]\n")
             return EXIT_OK
-        if not payments:
-            print("no payments")
-        for p in payments:
+        for p in itertools.chain(pending, settled):
             tail = p.payment_intent or (f"{p.decline_code or 'refused'}: {p.message}" if p.state == "failed" else "")
             print(f"{p.created_at}  {p.state:<10} {format_amount(p.amount, p.currency):>14}  "
                   f"{p.card.brand} •••• {p.card.last4}  {'offline' if p.offline else 'online '}  {p.id}  {tail}")
+            shown += 1
+        if not shown:
+            print("no payments")
+        elif limit is not None and shown - len(pending) == limit:
+            print(f"(the newest {limit} settled payments; --limit N or --all for more)")
         return EXIT_OK
     finally:
         kiosk.close()
+
+
+def _since(text: str) -> str:
+    """``--since``: a date (the vendor's local midnight) or an ISO 8601 time, as the stored UTC form."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise Fail(f"--since {text!r} is not a date (2026-12-05) or time (2026-12-05T09:00)") from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()          # the kiosk's own time zone, as the vendor means it
+    return iso(moment)
 
 
 def cmd_sync(args) -> int:
@@ -325,7 +357,10 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="store the sale offline even if Stripe is reachable")
     p.add_argument("--yes", action="store_true", help="confirm an offline sale without a prompt")
     p.add_argument("--customer", help="customer e-mail or phone, for following up a decline")
-    add("queue", cmd_queue, "list every payment")
+    p = add("queue", cmd_queue, "pending payments and the newest settled ones")
+    p.add_argument("--limit", type=int, default=50, help="settled payments to list, newest first (default 50)")
+    p.add_argument("--since", help="only payments taken since this date or time (local, or ISO 8601 with zone)")
+    p.add_argument("--all", action="store_true", help="every settled payment (streamed)")
     add("sync", cmd_sync, "forward pending payments to Stripe now")
     add("status", cmd_status, "online or offline, what is waiting, limits in force")
     add("check", cmd_check, "ready to sell offline? the Stripe key, API version, clock, reader and queue")

@@ -53,6 +53,9 @@ CORE_SETTINGS: dict[str, dict[str, Setting]] = {
     "storage": {
         "use": Setting(str, "tinydb", "Storage plugin"),
         "path": Setting(str, "", "Data directory (default: the platform's user data directory)", path=True),
+        "keep_days": Setting(int, 0, "Forget settled payments this many days after they settled "
+                             "(0: keep everything; Stripe keeps the ledger). Never a pending or "
+                             "unresolved one"),
     },
     "sync": {
         "use": Setting(str, "stripe", "Sync plugin"),
@@ -251,6 +254,9 @@ def _check_core(config: Config) -> None:
     for key in ("floor", "min_trust"):
         if not 0 <= limits[key] <= 1:
             raise ConfigError(f"config [limits] {key} must be between 0 and 1, not {limits[key]}")
+    if config.values["storage"]["keep_days"] > 36500:
+        raise ConfigError(f"config [storage] keep_days must be at most 36500 (100 years; 0 keeps everything), "
+                          f"not {config.values['storage']['keep_days']}")
     if limits["max_growth"] < 1:
         raise ConfigError(f"config [limits] max_growth must be at least 1, not {limits['max_growth']}")
     retries = config.values["sync"]["decline_retry_minutes"]

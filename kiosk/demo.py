@@ -120,7 +120,7 @@ def run_demo(config_path: Path, keep: bool = False, screen: bool = True) -> int:
             if notice["kind"] in ("forwarded", "declined", "declined_for_now"):
                 print(f"   [{notice['level']}] {notice['title']}: {notice['message']}")
         _say("The queue")
-        for p in kiosk.store.settled()[::-1] + kiosk.store.live():
+        for p in [*reversed(list(kiosk.store.settled(20))), *kiosk.store.live()]:
             tail = p.message if p.state == "pending" else p.decline_code or ""
             print(f"   {p.state:<10} {format_amount(p.amount, p.currency):>9} {p.card.brand} •••• {p.card.last4}"
                   f"  {p.payment_intent or ''} {tail}")

@@ -13,9 +13,18 @@ POINTS = (
     "sale:after_store",      # sale stored, vendor not told yet
     "forward:after_mark",    # payment marked forwarding, request not sent
     "forward:after_send",    # Stripe answered, outcome not stored yet
+    "settle:after_history",  # (built-in store) settled payment in history, still in the queue
+    "migrate:after_batch",   # (built-in store) a batch of old history copied, more to come
+    "migrate:before_unlink", # (built-in store) an old file copied, not yet deleted
 )
+# ``name#N`` stops at the Nth time the point is reached
+_CRASH_NAME, _, _CRASH_NTH = _CRASH_AT.partition("#")
+_reached: dict[str, int] = {}
 
 
 def crash_point(name: str) -> None:
-    if _CRASH_AT == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Where a power cut is tested.  A plugin may name its own points."""
+    if _CRASH_NAME == name:
+        _reached[name] = _reached.get(name, 0) + 1
+        if _reached[name] >= int(_CRASH_NTH or 1):
+            os.kill(os.getpid(), signal.SIGKILL)

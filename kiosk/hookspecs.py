@@ -116,7 +116,9 @@ def kiosk_storage_files(settings):
     :returns: the file names, relative to the data directory, that together
         hold everything needed to open the queue again -- the payments, the
         notices, the key -- and nothing else (no lock files, no secrets of
-        other plugins), e.g. ``["kiosk.key", "live.kdb"]``.
+        other plugins), e.g. ``["kiosk.key", "live.kdb"]``.  A name may be
+        absent on disk (a journal that exists only after a power cut, a file
+        an earlier release wrote); tools copy the ones that are there.
     Called by tools that must keep the queue through something drastic --
     ``image/flash`` reflashing a card keeps these files -- only on the plugin
     named by ``[storage] use``.  Stops at first non-None result.

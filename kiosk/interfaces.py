@@ -100,8 +100,11 @@ class PaymentStore(Protocol):
     def live(self) -> list:
         """Payments still to forward (``pending`` and ``forwarding``), oldest first."""
 
-    def settled(self, limit: int | None = None) -> list:
-        """Succeeded and failed payments, newest first."""
+    def settled(self, limit: int | None = None) -> Iterable:
+        """Succeeded and failed payments, newest first: at most ``limit``.
+        May be an iterator: a store holding years of history reads what is
+        asked for, not everything.  A store may also take ``since`` (an ISO
+        8601 UTC time): only payments taken at or after it."""
 
     def get_meta(self, name: str, default=None): ...
 
@@ -212,6 +215,15 @@ OPTIONAL_MEMBERS: dict[str, dict[str, object]] = {
         # files set aside at open after an unfinished write (a power cut): the
         # vendor is told once that nothing acknowledged was lost
         "recovered": (),
+        # needing_follow_up() -> list[Payment]: settled payments whose
+        # ``needs_follow_up`` is true, newest first, without reading the rest
+        # (without it the kiosk looks through settled())
+        "needing_follow_up": None,
+        # prune(before: str) -> int: forget a bounded number of settled
+        # payments settled before that ISO time, never one that needs follow
+        # up; the kiosk calls it again while it returns more than 0
+        # ([storage] keep_days; without it history is kept)
+        "prune": None,
     },
 }
 

@@ -102,6 +102,13 @@ class Payment:
         data["card"] = Card(**record["card"])
         return cls(**data)
 
+    @property
+    def needs_follow_up(self) -> bool:
+        """Failed after the customer left (an offline sale, or an online sale
+        whose answer was lost) and not followed up by the vendor yet: not a
+        decline at the till, which the customer saw."""
+        return self.state == FAILED and not self.followed_up and (self.offline or self.interrupted_told)
+
     def public(self) -> dict:
         """The view for ``kiosk queue --json``, notices and screens: no token,
         no request parameters."""

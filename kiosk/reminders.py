@@ -12,6 +12,7 @@ import time
 
 from . import notices
 from . import payment_states as states
+from .interfaces import optional
 from .notices import Notice
 from .payment import FAILED, Payment, iso
 from .sale_result import WINDOW_HOURS
@@ -57,8 +58,10 @@ class Reminders:
         """Failed forwards the vendor has not followed up yet, newest first:
         payments that failed after the customer left (offline sales, and online
         sales whose answer was lost) -- not a decline at the till."""
-        return [p for p in self.kiosk.store.settled()
-                if p.state == FAILED and not p.followed_up and (p.offline or p.interrupted_told)]
+        indexed = optional(self.kiosk.store, "PaymentStore", "needing_follow_up")
+        if indexed is not None:
+            return list(indexed())
+        return [p for p in self.kiosk.store.settled() if p.needs_follow_up]
 
     def mark_followed_up(self, payment_id: str) -> Payment:
         """The vendor has dealt with a failed payment (called the customer...)."""

@@ -9,6 +9,7 @@ can do the same.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import datetime
 from typing import Callable
@@ -107,9 +108,10 @@ class KioskView:
         """Payments still to forward, oldest first (copies)."""
         return self._kiosk.store.live()
 
-    def settled(self, limit: int | None = None) -> list[Payment]:
-        """Settled payments, newest first (copies)."""
-        return self._kiosk.store.settled(limit)
+    def settled(self, limit: int = 100) -> list[Payment]:
+        """The newest ``limit`` settled payments, newest first (copies); history
+        may hold millions, so there is no "all"."""
+        return list(itertools.islice(self._kiosk.store.settled(limit), limit))
 
     def needs_attention(self) -> list[Payment]:
         """Failed payments the vendor has not followed up, newest first."""

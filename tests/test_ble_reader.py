@@ -87,7 +87,7 @@ def ble_kiosk(tmp_path, fake_stripe, open_kiosk, notices):
 
 
 def stored(kiosk) -> list:
-    return kiosk.store.live() + kiosk.store.settled()
+    return kiosk.store.live() + list(kiosk.store.settled())
 
 
 def frames_sent(kiosk, kind) -> list:

@@ -29,7 +29,7 @@ def test_init_is_safe_to_run_twice_and_never_replaces_the_key(tmp_path, fake_str
     original = key.read_bytes()
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
-    for name in ("live.kdb", "history.kdb"):
+    for name in ("live.kdb", "history.sqlite"):
         assert stat.S_IMODE((tmp_path / "data" / name).stat().st_mode) == 0o600
     second = run_kiosk("init", "--config", path)
     assert second.returncode == 0 and "kept the existing one" in second.stdout

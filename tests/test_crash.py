@@ -25,7 +25,7 @@ def kiosk_cmd(*args):
 
 
 def queue(config):
-    return run_json("queue", "--config", config)
+    return run_json("queue", "--all", "--config", config)
 
 
 def assert_exactly_once(fake_stripe, payments):

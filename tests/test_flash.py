@@ -169,7 +169,7 @@ def switched_off_during_a_sale(where: Path) -> Path:
     # the same filesystem after the sale ...
     shutil.copyfile(before, after)
     script = "".join(f"rm /kiosk/{name}\nwrite {data}/kiosk/{name} /kiosk/{name}\nsif /kiosk/{name} mode 0100600\n"
-                     for name in ("live.kdb", "feed.kdb"))
+                     for name in ("live.kdb", "history.sqlite"))
     (where / "sale.debugfs").write_text(script)
     sh("debugfs", "-w", "-f", where / "sale.debugfs", after)
     # ... goes into BEFORE's journal only: every block that changed but the superblock
@@ -220,10 +220,10 @@ def queue_on(disk: Path, where: Path) -> list[dict]:
     data_dir = where / "dumped"
     data_dir.mkdir(mode=0o700, parents=True)
     device = f"{disk}?offset={part_offset(disk, 3)}"
-    for name in ("kiosk.key", "live.kdb", "history.kdb", "feed.kdb"):
+    for name in ("kiosk.key", "live.kdb", "history.sqlite"):
         sh("debugfs", "-R", f"dump -p /kiosk/{name} {name}", device, cwd=data_dir)
     config = queue_config(where / "dumped-config", data_dir)
-    result = subprocess.run([sys.executable, "-m", "kiosk.cli", "queue", "--json", "--config", str(config)],
+    result = subprocess.run([sys.executable, "-m", "kiosk.cli", "queue", "--all", "--json", "--config", str(config)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -492,7 +492,7 @@ def card_naming_storage(path: Path, config: str, sales=(), extra: dict[str, byte
                      boot={"kiosk-image-id.txt": image_id, "kiosk-settings.applied.toml": VENDOR_APPLIED})
 
 
-LEDGER_FILES = ["kiosk.key", "live.kdb", "history.kdb", "feed.kdb", "ledger.txt"]
+LEDGER_FILES = ["kiosk.key", "live.kdb", "history.sqlite", "ledger.txt"]
 
 
 def test_the_files_the_cards_storage_plugin_names_are_the_ones_read(built, card, tmp_path, monkeypatch, capsys):
@@ -536,7 +536,7 @@ def test_the_files_the_cards_storage_plugin_names_are_the_ones_read(built, card,
     # a card whose settings name no storage plugin: the kiosk's default, tinydb, and its files
     result = flash_in_process(module, monkeypatch, capsys, "--erase", "--yes", built["new"], card("pending"))
     assert result.returncode == 3, result.stderr
-    assert copied[1] == ("tinydb", sorted(["kiosk.key", "live.kdb", "history.kdb", "feed.kdb"]))
+    assert copied[1] == ("tinydb", sorted(["kiosk.key", "live.kdb", "history.sqlite"]))
     assert STRIPE_SECRET not in result.stdout + result.stderr
 
 

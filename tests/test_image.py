@@ -270,7 +270,7 @@ def test_kiosk_runs_in_the_arm64_root(built, scratch):
         sale = root.run("kiosk", "charge", "5.00", "--offline", "--yes", "--json", "--config", config)
         assert sale.returncode == 0, sale.stderr
         assert json.loads(sale.stdout)["payment"]["state"] == "pending"
-        queue = root.run("kiosk", "queue", "--json", "--config", config)
+        queue = root.run("kiosk", "queue", "--all", "--json", "--config", config)
         assert [p["amount"] for p in json.loads(queue.stdout)] == [500]
 
 

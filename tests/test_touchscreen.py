@@ -118,7 +118,7 @@ def test_online_sale_is_approved_by_touch(screen, fake_stripe):
     tap(display, "charge")
     until(display, lambda: display.ui.screen == "result")
     assert on_screen(display, "Approved") and on_screen(display, "$12.50  visa •••• 4242")
-    [payment] = kiosk.store.settled()
+    [payment] = list(kiosk.store.settled())
     assert payment.state == SUCCEEDED and payment.amount == 1250 and not payment.offline
     assert fake_stripe.intents_for(payment.id)[0]["amount"] == 1250
     assert pixel(display, "status_pill") == screens.ONLINE and on_screen(display, "● Online")
@@ -229,7 +229,7 @@ def test_online_decline_is_shown_with_its_reason(screen):
     tap(display, "charge")
     until(display, lambda: display.ui.screen == "result")
     assert on_screen(display, "Declined") and on_screen(display, "Expired card")
-    assert kiosk.store.settled()[0].decline_code == "expired_card"
+    assert next(kiosk.store.settled()).decline_code == "expired_card"
 
 
 def test_online_sale_whose_answer_is_lost_says_not_confirmed_until_it_settles(screen, fake_stripe):
@@ -264,7 +264,7 @@ def test_cancel_while_waiting_for_the_card_stores_nothing(screen, fake_stripe):
     tap(display, "cancel_sale")
     until(display, lambda: display.ui.screen == "sale")
     assert time.monotonic() - started < 5
-    assert on_screen(display, "Cancelled — nothing stored") and kiosk.store.live() == kiosk.store.settled() == []
+    assert on_screen(display, "Cancelled — nothing stored") and kiosk.store.live() == list(kiosk.store.settled()) == []
     assert fake_stripe.payment_intents == []
 
 
@@ -541,7 +541,7 @@ def test_a_display_error_never_loses_a_sale(screen, fake_stripe):
     pygame.display.quit()                        # the screen breaks while the customer holds the card
     with pytest.raises(pygame.error):
         display.run(threading.Event())
-    [payment] = kiosk.store.settled()
+    [payment] = list(kiosk.store.settled())
     assert payment.state == SUCCEEDED and payment.amount == 2000
     assert len(fake_stripe.intents_for(payment.id)) == 1
 

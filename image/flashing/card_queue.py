@@ -122,7 +122,7 @@ def list_payments(data_dir: Path, work: Path, storage: str) -> list[dict]:
     config.write_text(f'[storage]\nuse = {json.dumps(storage)}\npath = {json.dumps(str(data_dir))}\n\n'
                       f'[reader]\nuse = "simulated"\n')
     env = {k: v for k, v in os.environ.items() if k not in ("STRIPE_API_KEY", "KIOSK_CONFIG")}
-    result = subprocess.run([sys.executable, "-m", "kiosk.cli", "queue", "--json", "--config", str(config)],
+    result = subprocess.run([sys.executable, "-m", "kiosk.cli", "queue", "--all", "--json", "--config", str(config)],
                             capture_output=True, text=True, errors="replace", env=env, cwd=work)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or [f"kiosk queue exit status {result.returncode}"])[-1]

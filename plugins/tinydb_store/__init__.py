@@ -1,19 +1,23 @@
-"""Built-in storage plugin: the payment queue in TinyDB, encrypted and crash-safe.
+"""Built-in storage plugin: the payment queue in TinyDB, settled history in
+SQLite, both encrypted and crash-safe.
 
-Three files in the data directory, all AES-GCM encrypted append-only logs
-(see :mod:`.log_storage`):
+In the data directory:
 
-- ``live.kdb`` -- payments still to forward, and the kiosk's bookkeeping.  It
-  stays small however long the kiosk has been selling, so a new sale costs
-  one small fsync'd append.
-- ``history.kdb`` -- settled payments.  A payment is written here first and
-  only then removed from ``live.kdb``; a crash in between leaves it in both,
-  which opening the store mends.
-- ``feed.kdb`` -- the notice feed, capped, so it never weighs on the others.
+- ``live.kdb`` -- payments still to forward, and the kiosk's bookkeeping: an
+  AES-GCM encrypted append-only TinyDB log (see :mod:`.log_storage`).  It is
+  bounded by ``[limits] max_pending``, so a new sale costs one small fsync'd
+  append however long the kiosk has been selling.
+- ``history.sqlite`` -- settled payments and the notice feed (see
+  :mod:`.history`): read a page at a time, so memory and time do not grow
+  with history.  A payment is written here first and only then removed from
+  ``live.kdb``; a crash in between leaves it in both, which opening the
+  store mends.
+- ``kiosk.key`` -- the key (mode 0600), created by ``kiosk init`` and never
+  overwritten.
 
-The key is ``kiosk.key`` (mode 0600), created by ``kiosk init`` and never
-overwritten.  One process at a time holds the store (``kiosk.lock``).
-Never logs payment contents.
+One process at a time holds the store (``kiosk.lock``).  A directory written
+by an earlier release (``history.kdb``, ``feed.kdb``) is migrated on open
+(:mod:`.migrate`).  Never logs payment contents.
 """
 from __future__ import annotations
 
@@ -22,24 +26,27 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Iterator
 
 from tinydb import TinyDB
 from tinydb.table import Document
 
-from kiosk import Payment, Setting, StoreAlarm, StoreBusy, hookimpl
+from kiosk import Payment, Setting, StoreAlarm, StoreBusy, crash_point, hookimpl
 
 from . import log_storage
+from .history import History
 from .log_storage import EncryptedLogStorage
+from .migrate import OLD_FEED, OLD_HISTORY, migrate
 
 log = logging.getLogger("kiosk.store")
 
-KEY_FILE, LIVE_FILE, HISTORY_FILE, FEED_FILE, LOCK_FILE = (
-    "kiosk.key", "live.kdb", "history.kdb", "feed.kdb", "kiosk.lock")
-NOTICES_KEPT = 1000
+KEY_FILE, LIVE_FILE, HISTORY_FILE, LOCK_FILE = "kiosk.key", "live.kdb", "history.sqlite", "kiosk.lock"
 
 SETTINGS = {
     "storage.tinydb": {
-        "compact_every": Setting(int, 2000, "Rewrite a log as one snapshot after this many appends"),
+        "compact_every": Setting(int, 2000, "Rewrite the queue file as one snapshot after this many appends"),
+        "migration_batch": Setting(int, 2000, "Settled payments copied per transaction when an earlier "
+                                   "release's history.kdb is moved into history.sqlite"),
     },
 }
 
@@ -53,22 +60,31 @@ def _open_db(path: Path, key: bytes, label: str, create: bool, compact_every: in
 
 
 class TinyDBStore:
-    """The :class:`kiosk.interfaces.PaymentStore` on encrypted TinyDB files.
+    """The :class:`kiosk.interfaces.PaymentStore`: the queue in TinyDB, history in SQLite.
 
-    Each file has its own lock, so background work on history (settling,
-    compaction) never holds up a sale, which only touches ``live.kdb``."""
+    The queue and history each have their own lock, so background work on
+    history never holds up a sale, which only touches ``live.kdb``."""
 
-    def __init__(self, data_dir: Path, create: bool = False, compact_every: int = 2000):
+    def __init__(self, data_dir: Path, create: bool = False, compact_every: int = 2000,
+                 migration_batch: int = 2000):
         self.dir = Path(data_dir)
-        self.live_lock, self.history_lock, self.feed_lock = threading.RLock(), threading.RLock(), threading.RLock()
+        self.live_lock = threading.RLock()
         self._lock_file = None
-        existing = [n for n in (KEY_FILE, LIVE_FILE, HISTORY_FILE) if (self.dir / n).exists()]
+        existing = [n for n in (KEY_FILE, LIVE_FILE, HISTORY_FILE, OLD_HISTORY) if (self.dir / n).exists()]
         fresh = create and not existing
         if fresh:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         elif not self.dir.is_dir() or not existing:
             raise StoreAlarm(f"no kiosk data in {self.dir}: run `kiosk init` first")
         self._hold_process_lock()
+        self.live_db = self.history = None
+        try:
+            self._open(fresh, compact_every, migration_batch)
+        except BaseException:
+            self.close()          # a store that did not open holds no file and no lock
+            raise
+
+    def _open(self, fresh: bool, compact_every: int, migration_batch: int) -> None:
         try:
             if fresh:
                 log_storage.create_key(self.dir / KEY_FILE)
@@ -77,23 +93,19 @@ class TinyDBStore:
             raise StoreAlarm(str(exc)) from None
         # once a store exists, a missing queue file is an alarm, even for `kiosk init`
         self.live_db = _open_db(self.dir / LIVE_FILE, key, "live", fresh, compact_every)
-        self.history_db = _open_db(self.dir / HISTORY_FILE, key, "history", fresh, compact_every)
-        self.feed_db = _open_db(self.dir / FEED_FILE, key, "feed", create or fresh, compact_every)
-        self.recovered = [db.storage for db in self.dbs
-                          if getattr(db.storage, "recovered_torn_tail", False)]
+        self.recovered = [self.live_db.storage] if self.live_db.storage.recovered_torn_tail else []
         self.live_payments = self.live_db.table("payments")
         self.meta = self.live_db.table("meta")
-        self.history = self.history_db.table("payments")
-        self.feed = self.feed_db.table("notices")
         # payment id -> TinyDB doc id, so updates never scan
         self._live_ids = {doc["id"]: doc.doc_id for doc in self.live_payments.all()}
-        self._history_ids = {doc["id"]: doc.doc_id for doc in self.history.all()}
         self._meta_ids = {doc["name"]: doc.doc_id for doc in self.meta.all()}
+        self._next_doc_id = max([*self._live_ids.values(), *self._meta_ids.values()], default=0) + 1
+        # history.sqlite is new with this release: an older directory gets one (and is migrated into it)
+        upgrading = (self.dir / OLD_HISTORY).exists()
+        self.history = History(self.dir / HISTORY_FILE, key, create=fresh or upgrading)
+        self._check_history_belongs()
+        self.recovered += migrate(self.dir, key, self.history, max(1, migration_batch))
         self._mend_half_settled()
-
-    @property
-    def dbs(self) -> tuple[TinyDB, ...]:
-        return (self.live_db, self.history_db, self.feed_db)
 
     def _hold_process_lock(self) -> None:
         path = self.dir / LOCK_FILE
@@ -110,63 +122,91 @@ class TinyDBStore:
         handle.flush()
         self._lock_file = handle
 
+    def _check_history_belongs(self) -> None:
+        """The queue names its history file: another store's history (same
+        key, another ``kiosk init``) put in its place is an alarm."""
+        known = self.get_meta("history_file_id")
+        if known is None:
+            self.set_meta("history_file_id", self.history.file_id)
+        elif known != self.history.file_id:
+            raise StoreAlarm(f"{self.history.path}: this history file belongs to another queue "
+                             f"(replaced or restored from elsewhere); refusing to mix them")
+
     def _mend_half_settled(self) -> None:
-        both = [pid for pid in self._live_ids if pid in self._history_ids]
-        for payment_id in both:
+        for payment_id in [pid for pid in self._live_ids if self.history.has(pid)]:
             log.warning("payment %s was settled but still queued (crash while moving it); mending", payment_id)
-            self.live_payments.remove(doc_ids=[self._live_ids.pop(payment_id)])
+            self._remove_live(payment_id)
+
+    def _new_doc_id(self) -> int:
+        # ours, not TinyDB's: each write names the one document it changes
+        doc_id, self._next_doc_id = self._next_doc_id, self._next_doc_id + 1
+        return doc_id
+
+    def _remove_live(self, payment_id: str) -> None:
+        doc_id = self._live_ids.pop(payment_id)
+        with self.live_db.storage.changing("payments", doc_id):
+            self.live_payments.remove(doc_ids=[doc_id])
 
     # -- payments -------------------------------------------------------------
 
     def add(self, payment: Payment) -> None:
-        if payment.id in self._live_ids or payment.id in self._history_ids:
+        if payment.id in self._live_ids or self.history.has(payment.id):
             raise ValueError(f"payment {payment.id} is already stored")
         if payment.settled:
-            with self.history_lock:
-                self._history_ids[payment.id] = self.history.insert(payment.to_record())
+            self.history.put(payment)
         else:
             with self.live_lock:
-                self._live_ids[payment.id] = self.live_payments.insert(payment.to_record())
+                doc_id = self._new_doc_id()
+                with self.live_db.storage.changing("payments", doc_id):
+                    self.live_payments.insert(Document(payment.to_record(), doc_id=doc_id))
+                self._live_ids[payment.id] = doc_id
 
     def save(self, payment: Payment) -> None:
-        record = payment.to_record()
         if payment.settled:
             # history first: a crash between the two writes leaves a copy in both, never in neither
-            with self.history_lock:
-                if payment.id in self._history_ids:
-                    self.history.upsert(Document(record, doc_id=self._history_ids[payment.id]))
-                else:
-                    self._history_ids[payment.id] = self.history.insert(record)
+            self.history.put(payment)
+            crash_point("settle:after_history")
             with self.live_lock:
-                doc_id = self._live_ids.pop(payment.id, None)
-                if doc_id is not None:
-                    self.live_payments.remove(doc_ids=[doc_id])
+                if payment.id in self._live_ids:
+                    self._remove_live(payment.id)
         else:
             with self.live_lock:
                 doc_id = self._live_ids.get(payment.id)
                 if doc_id is None:
                     raise KeyError(f"payment {payment.id} is not in the live queue")
-                self.live_payments.upsert(Document(record, doc_id=doc_id))
+                with self.live_db.storage.changing("payments", doc_id):
+                    self.live_payments.upsert(Document(payment.to_record(), doc_id=doc_id))
 
     def get(self, payment_id: str) -> Payment | None:
         with self.live_lock:
             if payment_id in self._live_ids:
                 return Payment.from_record(self.live_payments.get(doc_id=self._live_ids[payment_id]))
-        with self.history_lock:
-            if payment_id in self._history_ids:
-                return Payment.from_record(self.history.get(doc_id=self._history_ids[payment_id]))
-        return None
+        return self.history.get(payment_id)
 
     def live(self) -> list[Payment]:
         with self.live_lock:
             payments = [Payment.from_record(doc) for doc in self.live_payments.all()]
         return sorted(payments, key=lambda p: p.created_at)
 
-    def settled(self, limit: int | None = None) -> list[Payment]:
-        with self.history_lock:
-            docs = self.history.all()
-        docs = docs[::-1] if limit is None else docs[:-limit - 1:-1]
-        return [Payment.from_record(doc) for doc in docs]
+    def settled(self, limit: int | None = None, since: str | None = None) -> Iterator[Payment]:
+        """Newest first, read a page at a time; ``since``: taken at or after (ISO 8601)."""
+        return self.history.newest(limit, since)
+
+    def settled_count(self) -> int:
+        return self.history.count()
+
+    def add_settled(self, payments) -> int:
+        """Settled payments stored in one durable transaction, each unless it
+        is stored already (moving an old history in; seeding a benchmark)."""
+        return self.history.put_many(payments)
+
+    def needing_follow_up(self) -> list[Payment]:
+        return self.history.needing_follow_up()
+
+    def prune(self, before: str) -> int:
+        """Forget up to 1,000 settled payments settled before ``before``; never
+        one still to follow up.  Stripe keeps the ledger."""
+        return self.history.prune(before)
 
     # -- bookkeeping ----------------------------------------------------------
 
@@ -179,34 +219,35 @@ class TinyDBStore:
         with self.live_lock:
             doc_id = self._meta_ids.get(name)
             if doc_id is None:
-                self._meta_ids[name] = self.meta.insert({"name": name, "value": value})
+                doc_id = self._new_doc_id()
+                with self.live_db.storage.changing("meta", doc_id):
+                    self.meta.insert(Document({"name": name, "value": value}, doc_id=doc_id))
+                self._meta_ids[name] = doc_id
             else:
-                self.meta.upsert(Document({"name": name, "value": value}, doc_id=doc_id))
+                with self.live_db.storage.changing("meta", doc_id):
+                    self.meta.upsert(Document({"name": name, "value": value}, doc_id=doc_id))
 
     def add_notice(self, notice: dict) -> None:
-        with self.feed_lock:
-            self.feed.insert(notice)
+        self.history.add_notice(notice)
 
     def notices(self, limit: int = 100) -> list[dict]:
-        with self.feed_lock:
-            docs = self.feed.all()
-        return [dict(doc) for doc in docs[-limit:]]
+        return self.history.notices(limit)
 
     def maintain(self) -> None:
-        with self.feed_lock:
-            surplus = len(self.feed) - NOTICES_KEPT
-            if surplus > 0:
-                oldest = sorted(doc.doc_id for doc in self.feed.all())[:surplus]
-                self.feed.remove(doc_ids=oldest)
-        for db, lock in zip(self.dbs, (self.live_lock, self.history_lock, self.feed_lock)):
-            with lock:
-                if db.storage.needs_compaction():
-                    db.storage.compact()
+        """Bounded: trims the feed, checkpoints history's WAL (what was written
+        since the last one) and compacts the queue file (bounded by max_pending)."""
+        self.history.trim_notices()
+        self.history.checkpoint()
+        with self.live_lock:
+            if self.live_db.storage.needs_compaction():
+                self.live_db.storage.compact()
 
     def close(self) -> None:
-        with self.live_lock, self.history_lock, self.feed_lock:
-            for db in self.dbs:
-                db.close()
+        with self.live_lock:
+            if self.live_db is not None:
+                self.live_db.close()
+            if self.history is not None:
+                self.history.close()
             if self._lock_file is not None:
                 self._lock_file.close()
                 self._lock_file = None
@@ -219,12 +260,15 @@ class TinyDBStoragePlugin:
 
     @hookimpl
     def kiosk_storage_files(self, settings):
-        return [KEY_FILE, LIVE_FILE, HISTORY_FILE, FEED_FILE]
+        # the -wal file holds history committed since the last checkpoint; the
+        # old files are there on a card an earlier release wrote
+        return [KEY_FILE, LIVE_FILE, HISTORY_FILE, HISTORY_FILE + "-wal", OLD_HISTORY, OLD_FEED]
 
     @hookimpl
     def kiosk_open_storage(self, settings, data_dir, create):
-        return TinyDBStore(data_dir, create=create,
-                           compact_every=settings["storage.tinydb"]["compact_every"])
+        own = settings["storage.tinydb"]
+        return TinyDBStore(data_dir, create=create, compact_every=own["compact_every"],
+                           migration_batch=own.get("migration_batch", 2000))
 
 
 plugin = TinyDBStoragePlugin()

@@ -1,0 +1,70 @@
+"""Bringing a data directory written before ``history.sqlite`` up to date.
+
+Earlier releases kept settled payments in ``history.kdb`` and notices in
+``feed.kdb``, encrypted TinyDB logs like ``live.kdb``.  On first open they are
+copied into ``history.sqlite`` in batches, each batch one durable transaction
+that skips what is already there, and only then deleted.  A kill at any point
+loses nothing: the old file stays until everything in it is committed, and
+the next open runs the copy again, skipping what was done.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from kiosk import Payment, crash_point
+
+from .history import History
+from .log_storage import EncryptedLogStorage, StoreAlarm as LogAlarm
+
+log = logging.getLogger("kiosk.store")
+
+OLD_HISTORY, OLD_FEED = "history.kdb", "feed.kdb"
+BATCH = 2000
+
+
+def _old_table(path: Path, key: bytes, label: str, table: str, recovered: list) -> list[tuple[int, dict]]:
+    from kiosk import StoreAlarm
+    try:
+        storage = EncryptedLogStorage(path, key=key, label=label)
+    except LogAlarm as exc:
+        raise StoreAlarm(str(exc)) from None
+    try:
+        if storage.recovered_torn_tail:
+            recovered.append(storage)
+        docs = (storage.read() or {}).get(table, {})
+        return sorted(((int(doc_id), doc) for doc_id, doc in docs.items()), key=lambda item: item[0])
+    finally:
+        storage.close()
+
+
+def _done_with(path: Path) -> None:
+    crash_point("migrate:before_unlink")
+    os.unlink(path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def migrate(data_dir: Path, key: bytes, history: History, batch: int = BATCH) -> list:
+    """Copy ``history.kdb`` and ``feed.kdb`` into ``history``, if they are
+    still there; returns the old files set aside after a power cut."""
+    recovered: list = []
+    old = data_dir / OLD_HISTORY
+    if old.exists():
+        docs = _old_table(old, key, "history", "payments", recovered)
+        log.warning("moving %d settled payments from %s into %s", len(docs), old.name, Path(history.path).name)
+        for start in range(0, len(docs), batch):
+            history.put_many(Payment.from_record(doc) for _, doc in docs[start:start + batch])
+            crash_point("migrate:after_batch")
+        del docs
+        _done_with(old)
+    old = data_dir / OLD_FEED
+    if old.exists():
+        for seq, notice in _old_table(old, key, "feed", "notices", recovered):
+            history.add_notice(notice, seq=seq)     # the old ids keep their order; a second copy is skipped
+        _done_with(old)
+    return recovered
