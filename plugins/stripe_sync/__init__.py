@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import stat
+import sys
 import threading
 import time
 from email.utils import parsedate_to_datetime
@@ -31,7 +32,17 @@ from pathlib import Path
 # stripe-python prints request and response bodies (tokens, metadata) to
 # stderr when STRIPE_LOG is set, reading it once at import: never here.
 os.environ.pop("STRIPE_LOG", None)
-import stripe  # noqa: E402
+# stripe-python imports aiohttp, when it is installed, for an async client we
+# never use: 10 MB and 80 ms on every `kiosk` command.  Hidden while stripe
+# loads, and put back at once so anything else may still import it.
+_hide_aiohttp = "aiohttp" not in sys.modules
+if _hide_aiohttp:
+    sys.modules["aiohttp"] = None       # makes `import aiohttp` raise ImportError
+try:
+    import stripe  # noqa: E402
+finally:
+    if _hide_aiohttp and sys.modules.get("aiohttp", 0) is None:
+        del sys.modules["aiohttp"]
 
 stripe.log = None
 if hasattr(stripe, "_util"):

@@ -219,8 +219,10 @@ class EncryptedLogStorage(Storage):
     ``TinyDB(path, storage=EncryptedLogStorage, key=key, label="live", create=True)``
     """
 
-    def __init__(self, path, key: bytes, label: str, create: bool = False, compact_every: int = 2000):
+    def __init__(self, path, key: bytes, label: str, create: bool = False, compact_every: int = 2000,
+                 read_only: bool = False):
         self.path = os.fspath(path)
+        self.read_only = read_only      # one copy in memory, no writes: for moving an old file out
         if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_LEN:
             raise ValueError(f"key must be {KEY_LEN} bytes")
         if not isinstance(label, str) or not label:
@@ -432,7 +434,7 @@ class EncryptedLogStorage(Storage):
         self._end = good_end
         self.records = count
         self._copies = state
-        self._data = {name: _fresh(table) for name, table in state.items()}
+        self._data = state if self.read_only else {name: _fresh(table) for name, table in state.items()}
 
     def _keep_aside(self, buf: bytes, kind: str):
         """Copy the file's bytes to <name>.<kind>-<UTC stamp> (0600). Returns (path|None, note)."""
@@ -596,6 +598,8 @@ class EncryptedLogStorage(Storage):
     # ------------------------------------------------------------------ writing
 
     def _check_usable(self) -> None:
+        if self.read_only:
+            raise ValueError(f"store {self.path} was opened read-only")
         if self._failed is not None:
             raise StoreAlarm(self.path, f"an earlier write failed ({self._failed}); reopen the store")
         if self._fd is None:

@@ -27,14 +27,16 @@ BATCH = 2000
 def _old_table(path: Path, key: bytes, label: str, table: str, recovered: list) -> list[tuple[int, dict]]:
     from kiosk import StoreAlarm
     try:
-        storage = EncryptedLogStorage(path, key=key, label=label)
+        storage = EncryptedLogStorage(path, key=key, label=label, read_only=True)
     except LogAlarm as exc:
         raise StoreAlarm(str(exc)) from None
     try:
         if storage.recovered_torn_tail:
             recovered.append(storage)
-        docs = (storage.read() or {}).get(table, {})
-        return sorted(((int(doc_id), doc) for doc_id, doc in docs.items()), key=lambda item: item[0])
+        docs = (storage.read() or {}).pop(table, {})
+        ordered = sorted(((int(doc_id), doc) for doc_id, doc in docs.items()), key=lambda item: item[0])
+        docs.clear()
+        return ordered
     finally:
         storage.close()
 
@@ -57,10 +59,11 @@ def migrate(data_dir: Path, key: bytes, history: History, batch: int = BATCH) ->
     if old.exists():
         docs = _old_table(old, key, "history", "payments", recovered)
         log.warning("moving %d settled payments from %s into %s", len(docs), old.name, Path(history.path).name)
-        for start in range(0, len(docs), batch):
-            history.put_many(Payment.from_record(doc) for _, doc in docs[start:start + batch])
+        docs.reverse()                  # taken from the end, so memory falls as the copy goes
+        while docs:
+            chunk = [docs.pop() for _ in range(min(batch, len(docs)))]
+            history.put_many(Payment.from_record(doc) for _, doc in chunk)
             crash_point("migrate:after_batch")
-        del docs
         _done_with(old)
     old = data_dir / OLD_FEED
     if old.exists():
