@@ -189,7 +189,7 @@ class TinyDBStore:
         return sorted(payments, key=lambda p: p.created_at)
 
     def settled(self, limit: int | None = None, since: str | None = None) -> Iterator[Payment]:
-        """Newest first, read a page at a time; ``since``: taken at or after (ISO 8601)."""
+        """The newest sale first, read a page at a time; ``since``: taken at or after (ISO 8601)."""
         return self.history.newest(limit, since)
 
     def settled_count(self) -> int:

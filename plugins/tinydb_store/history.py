@@ -6,7 +6,7 @@ small transaction (see ``docs/storage.md`` for the figures).
 
 What is on disk::
 
-    payments(seq INTEGER PRIMARY KEY,   -- the order payments settled in
+    payments(seq INTEGER PRIMARY KEY,   -- the order payments were stored in
              id TEXT UNIQUE, created_at TEXT, settled_at TEXT, state TEXT,
              follow_up INTEGER,         -- 1: failed after the customer left, not followed up
              record BLOB)               -- nonce + AES-256-GCM(zlib(JSON of the payment))
@@ -183,24 +183,30 @@ class History:
             return self.db.execute("SELECT count(*) FROM payments").fetchone()[0]
 
     def newest(self, limit: int | None = None, since: str | None = None) -> Iterator[Payment]:
-        """Newest settled first, a page of rows at a time: memory does not
-        grow with what is read.  ``since``: taken at or after (ISO 8601 UTC)."""
-        where, args = ("AND created_at >= ?", [since]) if since else ("", [])
+        """Settled payments, the newest sale first, a page of rows at a time
+        along the ``created_at`` index: memory and each step's time do not
+        grow with history.  ``since``: taken at or after (ISO 8601 UTC)."""
         left = limit
-        below = None
+        after: tuple | None = None          # (created_at, seq) of the last row handed out
         while left is None or left > 0:
             step = PAGE_ROWS if left is None else min(PAGE_ROWS, left)
-            bound = "" if below is None else "AND seq < ?"
+            where, args = ["1"], []
+            if since:
+                where.append("created_at >= ?")
+                args.append(since)
+            if after is not None:
+                where.append("created_at <= ? AND NOT (created_at = ? AND seq >= ?)")
+                args += [after[0], after[0], after[1]]
             with self.lock:
                 rows = self.db.execute(
                     f"SELECT seq, id, created_at, settled_at, state, follow_up, record FROM payments "
-                    f"WHERE 1 {where} {bound} ORDER BY seq DESC LIMIT ?",
-                    [*args, *([] if below is None else [below]), step]).fetchall()
+                    f"WHERE {' AND '.join(where)} ORDER BY created_at DESC, seq DESC LIMIT ?",
+                    [*args, step]).fetchall()
             for row in rows:
                 yield self._open(row[1:])
             if len(rows) < step:
                 return
-            below = rows[-1][0]
+            after = (rows[-1][2], rows[-1][0])
             if left is not None:
                 left -= len(rows)
 
