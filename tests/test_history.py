@@ -138,6 +138,15 @@ def test_an_edited_row_is_an_alarm_when_read(settled_store, tamper):
     assert result.returncode == 5 and "failed authentication" in result.stderr and "\n" not in result.stderr.strip()
 
 
+def test_a_cut_history_is_an_alarm_not_a_shorter_one(settled_store):
+    config, path = settled_store
+    assert not path.with_name("history.sqlite-wal").exists()      # all in the file: a clean close checkpoints
+    os.truncate(path, path.stat().st_size // 2)
+    result = run_kiosk("queue", "--all", "--config", config)
+    assert result.returncode == 5 and "history.sqlite" in result.stderr and "malformed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_a_history_from_another_queue_is_refused(tmp_path, settled_store):
     from kiosk_builtins.tinydb_store.history import History
     config, path = settled_store

@@ -26,6 +26,7 @@ kept.  Never logs payment contents.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -63,6 +64,18 @@ CREATE TABLE IF NOT EXISTS notices(seq INTEGER PRIMARY KEY, record BLOB NOT NULL
 """
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
+def _alarm_on_damage(method):
+    """SQLite finding a damaged page mid-way is the same alarm as at open:
+    one line naming the file, never a traceback or an empty answer."""
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise StoreAlarm(f"{self.path}: history database damaged ({exc})") from None
+    return checked
 
 
 def history_key(kiosk_key: bytes) -> bytes:
@@ -148,6 +161,7 @@ class History:
 
     # -- payments -------------------------------------------------------------
 
+    @_alarm_on_damage
     def put(self, payment: Payment) -> None:
         """Store or update one settled payment; durable when this returns."""
         row = self._row(payment)
@@ -157,6 +171,7 @@ class History:
                 "ON CONFLICT(id) DO UPDATE SET created_at=excluded.created_at, settled_at=excluded.settled_at, "
                 "state=excluded.state, follow_up=excluded.follow_up, record=excluded.record", row)
 
+    @_alarm_on_damage
     def put_many(self, payments: Iterable[Payment]) -> int:
         """Store payments not stored yet, in one transaction (a migration, a
         seeded benchmark); a payment already here is left as it is."""
@@ -168,16 +183,19 @@ class History:
                 "VALUES (?,?,?,?,?,?)", rows)
             return self.db.total_changes - before
 
+    @_alarm_on_damage
     def has(self, payment_id: str) -> bool:
         with self.lock:
             return self.db.execute("SELECT 1 FROM payments WHERE id = ?", (payment_id,)).fetchone() is not None
 
+    @_alarm_on_damage
     def get(self, payment_id: str) -> Payment | None:
         with self.lock:
             row = self.db.execute("SELECT id, created_at, settled_at, state, follow_up, record FROM payments "
                                   "WHERE id = ?", (payment_id,)).fetchone()
         return None if row is None else self._open(row)
 
+    @_alarm_on_damage
     def count(self) -> int:
         with self.lock:
             return self.db.execute("SELECT count(*) FROM payments").fetchone()[0]
@@ -197,11 +215,7 @@ class History:
             if after is not None:
                 where.append("created_at <= ? AND NOT (created_at = ? AND seq >= ?)")
                 args += [after[0], after[0], after[1]]
-            with self.lock:
-                rows = self.db.execute(
-                    f"SELECT seq, id, created_at, settled_at, state, follow_up, record FROM payments "
-                    f"WHERE {' AND '.join(where)} ORDER BY created_at DESC, seq DESC LIMIT ?",
-                    [*args, step]).fetchall()
+            rows = self._page(" AND ".join(where), [*args, step])
             for row in rows:
                 yield self._open(row[1:])
             if len(rows) < step:
@@ -210,6 +224,14 @@ class History:
             if left is not None:
                 left -= len(rows)
 
+    @_alarm_on_damage
+    def _page(self, where: str, args: list) -> list:
+        with self.lock:
+            return self.db.execute(
+                f"SELECT seq, id, created_at, settled_at, state, follow_up, record FROM payments "
+                f"WHERE {where} ORDER BY created_at DESC, seq DESC LIMIT ?", args).fetchall()
+
+    @_alarm_on_damage
     def needing_follow_up(self) -> list[Payment]:
         """Failed after the customer left and not followed up, newest first (an index read)."""
         with self.lock:
@@ -217,6 +239,7 @@ class History:
                                    "WHERE follow_up = 1 ORDER BY seq DESC").fetchall()
         return [self._open(row) for row in rows]
 
+    @_alarm_on_damage
     def prune(self, before: str, most: int = PRUNE_STEP) -> int:
         """Delete up to ``most`` settled payments settled before ``before``,
         never one still to follow up.  Bounded: call again for more."""
@@ -228,6 +251,7 @@ class History:
 
     # -- notices --------------------------------------------------------------
 
+    @_alarm_on_damage
     def add_notice(self, notice: dict, seq: int | None = None) -> None:
         with self.lock, self.transaction():
             if seq is None:
@@ -236,6 +260,7 @@ class History:
             sealed = nonce + self._aead.encrypt(nonce, _encode(notice).encode(), b"notice %d" % seq + self._aad_prefix)
             self.db.execute("INSERT OR IGNORE INTO notices(seq, record) VALUES (?, ?)", (seq, sealed))
 
+    @_alarm_on_damage
     def notices(self, limit: int = 100) -> list[dict]:
         """The newest ``limit`` notices, oldest first."""
         with self.lock:
@@ -250,6 +275,7 @@ class History:
             found.append(json.loads(plain))
         return found
 
+    @_alarm_on_damage
     def trim_notices(self, keep: int = NOTICES_KEPT) -> int:
         with self.lock, self.transaction():
             return self.db.execute("DELETE FROM notices WHERE seq <= (SELECT max(seq) FROM notices) - ?",
@@ -257,6 +283,7 @@ class History:
 
     # -- upkeep ---------------------------------------------------------------
 
+    @_alarm_on_damage
     def checkpoint(self) -> None:
         """Copy the WAL's pages into the database: costs what was written since the last one."""
         with self.lock:
