@@ -165,17 +165,18 @@ def test_history_work_does_not_hold_up_a_sale(offline_config, open_kiosk):
     import threading
     kiosk = open_kiosk(offline_config, create=False)
     store = kiosk.store
-    entered, release = threading.Event(), threading.Event()
+    entered, sold, held_throughout = threading.Event(), threading.Event(), []
 
     def slow_history_work():
-        with store.history.lock:         # as a long read or checkpoint of history.sqlite holds it
+        with store.history.lock:         # as a long read or commit of history.sqlite holds it
             entered.set()
-            release.wait(10)
+            held_throughout.append(sold.wait(30))     # the sale ends while history is busy, or never
     worker = threading.Thread(target=slow_history_work)
     worker.start()
     entered.wait(5)
     try:
-        assert kiosk.take_sale(1000, card="visa").ok     # would wait for `release` if locks were shared
+        assert kiosk.take_sale(1000, card="visa").ok
+        sold.set()
     finally:
-        release.set()
         worker.join()
+    assert held_throughout == [True], "the sale waited for history's lock"
