@@ -224,6 +224,8 @@ OPTIONAL_MEMBERS: dict[str, dict[str, object]] = {
         # up; the kiosk calls it again while it returns more than 0
         # ([storage] keep_days; without it history is kept)
         "prune": None,
+        # settled_count() -> int: settled payments held, cheaply (kiosk status)
+        "settled_count": None,
     },
 }
 

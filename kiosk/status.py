@@ -71,6 +71,7 @@ class Health:
         for code, entry in by_currency.items():
             entry["formatted"] = format_amount(entry["amount"], code)
         oldest = min((p.created() for p in live), default=None)
+        settled_count = optional(kiosk.store, "PaymentStore", "settled_count")
         currencies = sorted({kiosk.config.currency, *by_currency, *kiosk.config["limits"]["currencies"]})
         limits = {}
         for code in currencies:
@@ -92,6 +93,7 @@ class Health:
             "oldest_pending_age_hours": None if oldest is None else round((now - oldest).total_seconds() / 3600, 3),
             "window_hours_left": None if oldest is None else round(max(0.0, WINDOW_HOURS - (now - oldest).total_seconds() / 3600), 3),
             "limits": limits,
+            "settled": {"count": settled_count()} if settled_count else None,
             "last_sync_at": kiosk.store.get_meta("last_sync_at"),
             "reader": {"name": info.name, "supports_offline": info.supports_offline,
                        "battery": info.battery, "connected": info.connected},

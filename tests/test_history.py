@@ -66,6 +66,7 @@ def test_a_directory_of_the_previous_release_moves_into_sqlite_whole(tmp_path, f
     assert EXPECTED["half_settled"] not in {p.id for p in store.live()}      # mended: settled, so out of the queue
     assert sorted(p.id for p in kiosk.needs_attention()) == sorted(EXPECTED["needs_attention"])
     assert len(store.notices(1000)) >= EXPECTED["notices"]
+    assert kiosk.status(check=False)["settled"] == {"count": len(EXPECTED["succeeded"]) + 3}
     settled = list(store.settled())
     assert len(settled) == len(EXPECTED["succeeded"]) + 3
     # newest first, as the old history kept them: the half-settled one was settled last
@@ -231,6 +232,7 @@ def test_keep_days_forgets_old_settled_payments_but_never_one_to_follow_up(tmp_p
     waiting = kiosk.take_sale(3000, card="visa").payment
     import threading
     assert prune_history(kiosk, threading.Event()) == 0               # nothing is 30 days old yet
+    assert kiosk.status(check=False)["settled"] == {"count": 2}
     kiosk.clock = lambda: datetime.now(timezone.utc) + timedelta(days=31)
     assert prune_history(kiosk, threading.Event()) == 1
     left = {p.id for p in kiosk.store.settled()}
@@ -238,6 +240,7 @@ def test_keep_days_forgets_old_settled_payments_but_never_one_to_follow_up(tmp_p
     kiosk.mark_followed_up(declined.id)
     assert prune_history(kiosk, threading.Event()) == 1
     assert list(kiosk.store.settled()) == [] and kiosk.store.get(waiting.id) is not None
+    assert kiosk.status(check=False)["settled"] == {"count": 0}
     kiosk.close()
 
 

@@ -114,25 +114,33 @@ def dump_queue(device: str, into: Path, work: Path, files: list[str]) -> bool:
     return True
 
 
-def list_payments(data_dir: Path, work: Path, storage: str) -> list[dict]:
-    """``kiosk queue --json`` on the copy, opened with the card's STORAGE
-    plugin: the kiosk's own code decides what is a payment and raises its
-    alarm on a damaged or tampered file."""
+def list_payments(data_dir: Path, work: Path, storage: str) -> tuple[list[dict], int]:
+    """The payments waiting on the copy and how many are settled, as the
+    kiosk's own code reads them (``kiosk queue --limit 0`` and ``kiosk
+    status``), opened with the card's STORAGE plugin: it decides what is a
+    payment and raises its alarm on a damaged or tampered file.  Settled
+    payments are counted, never listed: a card may hold a million."""
     config = work / "flash-queue.toml"
     config.write_text(f'[storage]\nuse = {json.dumps(storage)}\npath = {json.dumps(str(data_dir))}\n\n'
                       f'[reader]\nuse = "simulated"\n')
+    waiting = _kiosk_json(["queue", "--limit", "0"], config, data_dir, work)
+    settled = (_kiosk_json(["status"], config, data_dir, work).get("settled") or {}).get("count", 0)
+    return waiting, settled
+
+
+def _kiosk_json(command: list[str], config: Path, data_dir: Path, work: Path):
     env = {k: v for k, v in os.environ.items() if k not in ("STRIPE_API_KEY", "KIOSK_CONFIG")}
-    result = subprocess.run([sys.executable, "-m", "kiosk.cli", "queue", "--all", "--json", "--config", str(config)],
+    result = subprocess.run([sys.executable, "-m", "kiosk.cli", *command, "--json", "--config", str(config)],
                             capture_output=True, text=True, errors="replace", env=env, cwd=work)
     if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or [f"kiosk queue exit status {result.returncode}"])[-1]
+        last = (result.stderr.strip().splitlines() or [f"kiosk {command[0]} exit status {result.returncode}"])[-1]
         last = re.sub(r"^kiosk: (alarm|error): ", "", last).replace(str(data_dir), QUEUE_DIR)
         last = re.sub(r"; copy kept aside as .*", "", last)    # a copy in our own temp folder: gone soon
         raise Unreadable(last)
     try:
         return json.loads(result.stdout)
     except json.JSONDecodeError:
-        raise Unreadable("kiosk queue printed something that is not JSON") from None
+        raise Unreadable(f"kiosk {command[0]} printed something that is not JSON") from None
 
 
 def read_queue(target: Target, work: Path) -> Queue:
@@ -152,10 +160,10 @@ def read_queue(target: Target, work: Path) -> Queue:
             device = card
         if not dump_queue(device, work / "queue", work, files):
             return Queue(empty_card=True)
-        payments = list_payments(work / "queue", work, storage)
+        payments, settled = list_payments(work / "queue", work, storage)
     except Unreadable as exc:
         return Queue(problem=str(exc))
     except OSError as exc:
         return Queue(problem=f"reading the card: {exc.strerror}")
     waiting = [p for p in payments if p["state"] in LIVE_STATES]
-    return Queue(waiting=waiting, settled=len(payments) - len(waiting))
+    return Queue(waiting=waiting, settled=settled)
