@@ -741,3 +741,31 @@ def test_sigkill_during_appends_keeps_every_acknowledged_write(tmp_path):
         assert len(done) <= len(written) <= len(done) + 1, f"seed {seed}"
         assert len(done) > 0, f"seed {seed}: child wrote nothing before the kill"
         os.unlink(path)  # next round starts a fresh store
+
+
+def test_a_declared_write_encodes_only_the_documents_it_names(tmp_path, key):
+    from tinydb.table import Document
+    path = tmp_path / "live.kdb"
+    db = open_db(path, key)
+    table = db.table("payments")
+    for doc_id in range(1, 201):
+        with db.storage.changing("payments", doc_id):
+            table.insert(Document({"n": doc_id, "pad": "x" * 200}, doc_id=doc_id))
+    before = path.stat().st_size
+    with db.storage.changing("payments", 7):
+        table.upsert(Document({"n": 7, "pad": "changed"}, doc_id=7))
+    assert path.stat().st_size - before < 300          # one document's record, not 200 documents
+    with db.storage.changing("payments", 8):
+        table.remove(doc_ids=[8])
+    db.close()
+    again = open_db(path, key, create=False).table("payments")
+    assert again.get(doc_id=7)["pad"] == "changed" and again.get(doc_id=8) is None and len(again) == 199
+
+
+def test_a_read_only_storage_refuses_to_write(tmp_path, key):
+    path = tmp_path / "history.kdb"
+    open_db(path, key, label="history").close()
+    storage = open_storage(path, key, label="history", read_only=True)
+    with pytest.raises(ValueError, match="read-only"):
+        storage.write({"payments": {"1": {"n": 1}}})
+    storage.close()
