@@ -112,6 +112,16 @@ class History:
             raise StoreAlarm(f"{self.path}: history file missing (refusing to start without it)")
         self.lock = threading.RLock()
         self._aead = AESGCM(history_key(kiosk_key))
+        self.db = None
+        try:
+            self._connect(exists)
+        except BaseException:
+            if self.db is not None:
+                self.db.close()          # a history that did not open holds no file
+            raise
+        self._aad_prefix = b"KIOSKHIST1" + self.file_id.encode()
+
+    def _connect(self, exists: bool) -> None:
         try:
             if not exists:
                 os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -135,7 +145,6 @@ class History:
         for name in (self.path, self.path + "-wal", self.path + "-shm"):
             if os.path.exists(name):
                 os.chmod(name, 0o600)
-        self._aad_prefix = b"KIOSKHIST1" + self.file_id.encode()
 
     # -- setup ----------------------------------------------------------------
 
