@@ -38,11 +38,13 @@ Known limits (by design):
   Only keeping a counter outside the file could catch that.
 * What changed: the caller says which documents a write changes
   (:meth:`EncryptedLogStorage.changing`), and only those are encoded and
-  appended -- a write costs what it changes, whatever the file holds.  A
-  write nobody declared (TinyDB used directly, as in a tool or a test) is
-  compared document by document with what is on disk, which costs what the
-  file holds.  After a write the in-memory document is rebuilt from its JSON,
-  so memory always holds exactly what a reopen would give.
+  appended -- a write costs what it changes, whatever the file holds.  The
+  caller promises fresh documents of JSON types (no tuples, no containers it
+  keeps changing), which memory then keeps as they are.  A write nobody
+  declared (TinyDB used directly, as in a tool or a test) is compared
+  document by document with what is on disk, which costs what the file
+  holds, and memory is rebuilt from the JSON written, so it always holds
+  exactly what a reopen would give.
 * As with TinyDB's CachingMiddleware, ``Document`` objects returned by TinyDB
   are shallow copies: mutating a NESTED value of one changes memory, not the
   file, until that document is written again.
@@ -86,6 +88,7 @@ _DIAGNOSE_WINDOW = 64  # how far beyond its own position a misplaced record is l
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 _encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode
+_encode_as_is = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 class StoreAlarm(Exception):
@@ -622,12 +625,10 @@ class EncryptedLogStorage(Storage):
                 if old is not None and doc_id in old:
                     gone.append(doc_id)
                 continue
-            js = _encode(doc)
-            prev = _MISSING if old is None else old.get(doc_id, _MISSING)
-            changed = prev is _MISSING or js != (prev if type(prev) is str else _encode(prev))
-            touched.append((name, doc_id, js, changed))
-            if changed:
-                items.append((doc_id, js))
+            # the caller said it changed: written as it is, without comparing or sorting
+            js = _encode_as_is(doc)
+            touched.append((name, doc_id, js, None))
+            items.append((doc_id, js))
         return [], reset, ({name: gone} if gone else {}), ({name: items} if items else {}), touched
 
     def _diff(self, data: dict):
@@ -716,8 +717,11 @@ class EncryptedLogStorage(Storage):
             for doc_id in ids:
                 copies[name].pop(doc_id, None)
         for name, doc_id, js, changed in touched:
-            data[name][doc_id] = json.loads(js)   # memory gets exactly what is on disk, shared with nobody
-            if changed:
+            if changed is not None:
+                # memory gets exactly what is on disk, shared with nobody (a
+                # declared write keeps the caller's fresh, JSON-typed document)
+                data[name][doc_id] = json.loads(js)
+            if changed is not False:
                 copies[name][doc_id] = js
         self._data = data
 
