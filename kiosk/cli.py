@@ -17,6 +17,7 @@ import argparse
 import itertools
 import json
 import logging
+import os
 import signal
 import sys
 import textwrap
@@ -421,6 +422,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_STORE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `kiosk queue --all | head`: the reader has what it wanted; nothing failed here
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -248,3 +248,21 @@ def test_keep_days_is_checked(tmp_path, fake_stripe):
     config = config_for(tmp_path, fake_stripe, storage={"path": "data", "keep_days": 99999})
     result = run_kiosk("status", "--config", config)
     assert result.returncode == 2 and "keep_days" in result.stderr
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path, fake_stripe, open_kiosk):
+    import dataclasses
+    import subprocess
+    import sys
+    old_data(tmp_path)
+    config = config_for(tmp_path, fake_stripe)
+    kiosk = open_kiosk(config, create=False)
+    model = next(kiosk.store.settled())
+    kiosk.store.add_settled(dataclasses.replace(model, id=f"kp_{n:024x}") for n in range(400))
+    kiosk.close()
+    # `kiosk queue --all --json | head -c 100`: far more than a pipe holds, read 100 bytes of it
+    child = subprocess.Popen([sys.executable, "-m", "kiosk.cli", "queue", "--all", "--json", "--config", str(config)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout.read(100).startswith(b"[")
+    child.stdout.close()
+    assert child.wait(60) == 0 and b"Traceback" not in child.stderr.read()
