@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from .forwarding import due
 from .interfaces import optional
@@ -26,12 +26,15 @@ PRUNE_STEPS = 10            # store prune() calls per pass: a bounded amount of 
 def prune_history(kiosk, stop: threading.Event) -> int:
     """``[storage] keep_days``: forget settled payments older than that, a
     bounded step at a time (Stripe keeps the ledger).  The store never
-    forgets a pending payment or one still to follow up."""
+    forgets a pending payment or one still to follow up.  Only while online,
+    by Stripe's clock: a kiosk clock run years ahead must not erase history."""
     keep_days = kiosk.config["storage"]["keep_days"]
     prune = optional(kiosk.store, "PaymentStore", "prune")
-    if not keep_days or prune is None:
+    if not keep_days or prune is None or not kiosk.online:
         return 0
-    before = iso(kiosk.clock() - timedelta(days=keep_days))
+    stripe_now = optional(kiosk.sync, "Forwarder", "stripe_now")
+    now = datetime.fromtimestamp(stripe_now(), timezone.utc) if stripe_now else kiosk.clock()
+    before = iso(now - timedelta(days=keep_days))
     forgotten = 0
     for _ in range(PRUNE_STEPS):
         gone = prune(before)

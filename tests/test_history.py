@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -222,6 +223,7 @@ def test_queue_lists_pending_then_the_newest_settled(tmp_path, fake_stripe, open
 
 
 def test_keep_days_forgets_old_settled_payments_but_never_one_to_follow_up(tmp_path, fake_stripe, open_kiosk):
+    import threading
     from kiosk.background import prune_history
     config = config_for(tmp_path, fake_stripe, kiosk={"offline_behavior": "force_offline"},
                         storage={"path": "data", "keep_days": 30})
@@ -230,10 +232,15 @@ def test_keep_days_forgets_old_settled_payments_but_never_one_to_follow_up(tmp_p
     declined = kiosk.take_sale(2000, card="insufficient_funds").payment
     assert kiosk.forward().reached
     waiting = kiosk.take_sale(3000, card="visa").payment
-    import threading
+    assert kiosk.check_online()
     assert prune_history(kiosk, threading.Event()) == 0               # nothing is 30 days old yet
     assert kiosk.status(check=False)["settled"] == {"count": 2}
-    kiosk.clock = lambda: datetime.now(timezone.utc) + timedelta(days=31)
+    # the kiosk's own clock a year ahead (a Pi without a real-time clock): Stripe's time decides, nothing goes
+    kiosk.clock = lambda: datetime.now(timezone.utc) + timedelta(days=365)
+    assert prune_history(kiosk, threading.Event()) == 0
+    # Stripe's clock 31 days on: the succeeded payment goes, the one still to follow up stays
+    fake_stripe.clock = lambda: time.time() + 31 * 86400
+    assert kiosk.check_online()
     assert prune_history(kiosk, threading.Event()) == 1
     left = {p.id for p in kiosk.store.settled()}
     assert left == {declined.id} and [p.id for p in kiosk.store.live()] == [waiting.id]
@@ -241,6 +248,12 @@ def test_keep_days_forgets_old_settled_payments_but_never_one_to_follow_up(tmp_p
     assert prune_history(kiosk, threading.Event()) == 1
     assert list(kiosk.store.settled()) == [] and kiosk.store.get(waiting.id) is not None
     assert kiosk.status(check=False)["settled"] == {"count": 0}
+    # offline, nothing is forgotten whatever the clocks say
+    kiosk.take_sale(4000, card="visa")
+    kiosk.forward()
+    fake_stripe.clock = lambda: time.time() + 400 * 86400
+    fake_stripe.set_offline(True)
+    assert not kiosk.check_online() and prune_history(kiosk, threading.Event()) == 0
     kiosk.close()
 
 
