@@ -149,6 +149,33 @@ def test_a_cut_history_is_an_alarm_not_a_shorter_one(settled_store):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("damage", ["deleted", "cut"])
+def test_a_lost_or_cut_wal_after_a_power_cut_is_an_alarm(tmp_path, fake_stripe, open_kiosk, damage):
+    config = config_for(tmp_path, fake_stripe, kiosk={"offline_behavior": "force_offline"})
+    kiosk = open_kiosk(config, create=True)
+    for _ in range(3):
+        kiosk.take_sale(1000, card="visa")
+    assert kiosk.forward().succeeded == 3 and kiosk.store.live() == []
+    # the files as a power cut leaves them: the newest settled payments only in the -wal
+    cut = tmp_path / "after-the-cut"
+    cut.mkdir(mode=0o700)
+    for file in (tmp_path / "data").iterdir():
+        if file.name not in ("kiosk.lock", "history.sqlite-shm"):
+            shutil.copy2(file, cut / file.name)
+    kiosk.close()
+    wal = cut / "history.sqlite-wal"
+    assert wal.stat().st_size > 0
+    if damage == "deleted":
+        wal.unlink()
+    else:
+        os.truncate(wal, wal.stat().st_size // 2)
+    config = config_for(tmp_path, fake_stripe, storage={"path": str(cut)})
+    result = run_kiosk("queue", "--all", "--config", config)
+    # the newest payments gone (a cut -wal), or everything since the file was made (a lost one)
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert "missing from history" in result.stderr or "not the history this queue wrote" in result.stderr
+
+
 def test_a_history_from_another_queue_is_refused(tmp_path, settled_store):
     from kiosk_builtins.tinydb_store.history import History
     config, path = settled_store
@@ -157,7 +184,7 @@ def test_a_history_from_another_queue_is_refused(tmp_path, settled_store):
     # another history sealed with this very key (a second `kiosk init` with the key kept) put in its place
     History(path, (path.parent / "kiosk.key").read_bytes(), create=True).close()
     result = run_kiosk("queue", "--config", config)
-    assert result.returncode == 5 and "belongs to another queue" in result.stderr
+    assert result.returncode == 5 and "not the history this queue wrote" in result.stderr
 
 
 def test_a_missing_history_is_an_alarm_not_an_empty_one(settled_store):
@@ -231,23 +258,26 @@ def test_keep_days_forgets_old_settled_payments_but_never_one_to_follow_up(tmp_p
     kiosk.take_sale(1000, card="visa")
     declined = kiosk.take_sale(2000, card="insufficient_funds").payment
     assert kiosk.forward().reached
+    newest = kiosk.take_sale(1500, card="visa").payment       # the last one settled: the queue names it
+    assert kiosk.forward().succeeded == 1
     waiting = kiosk.take_sale(3000, card="visa").payment
     assert kiosk.check_online()
     assert prune_history(kiosk, threading.Event()) == 0               # nothing is 30 days old yet
-    assert kiosk.status(check=False)["settled"] == {"count": 2}
+    assert kiosk.status(check=False)["settled"] == {"count": 3}
     # the kiosk's own clock a year ahead (a Pi without a real-time clock): Stripe's time decides, nothing goes
     kiosk.clock = lambda: datetime.now(timezone.utc) + timedelta(days=365)
     assert prune_history(kiosk, threading.Event()) == 0
-    # Stripe's clock 31 days on: the succeeded payment goes, the one still to follow up stays
+    # Stripe's clock 31 days on: the succeeded payment goes; the one still to follow up stays, and so
+    # does the last one settled, which the queue names as history's newest (a missing -wal is found by it)
     fake_stripe.clock = lambda: time.time() + 31 * 86400
     assert kiosk.check_online()
     assert prune_history(kiosk, threading.Event()) == 1
     left = {p.id for p in kiosk.store.settled()}
-    assert left == {declined.id} and [p.id for p in kiosk.store.live()] == [waiting.id]
+    assert left == {declined.id, newest.id} and [p.id for p in kiosk.store.live()] == [waiting.id]
     kiosk.mark_followed_up(declined.id)
     assert prune_history(kiosk, threading.Event()) == 1
-    assert list(kiosk.store.settled()) == [] and kiosk.store.get(waiting.id) is not None
-    assert kiosk.status(check=False)["settled"] == {"count": 0}
+    assert [p.id for p in kiosk.store.settled()] == [newest.id] and kiosk.store.get(waiting.id) is not None
+    assert kiosk.status(check=False)["settled"] == {"count": 1}
     # offline, nothing is forgotten whatever the clocks say
     kiosk.take_sale(4000, card="visa")
     kiosk.forward()

@@ -41,6 +41,7 @@ from .migrate import OLD_FEED, OLD_HISTORY, migrate
 log = logging.getLogger("kiosk.store")
 
 KEY_FILE, LIVE_FILE, HISTORY_FILE, LOCK_FILE = "kiosk.key", "live.kdb", "history.sqlite", "kiosk.lock"
+LAST_SETTLED = "last_settled"       # meta: the payment the queue last handed to history
 
 SETTINGS = {
     "storage.tinydb": {
@@ -105,6 +106,7 @@ class TinyDBStore:
         self.history = History(self.dir / HISTORY_FILE, key, create=fresh or upgrading)
         self._check_history_belongs()
         self.recovered += migrate(self.dir, key, self.history, max(1, migration_batch))
+        self._check_history_has_last()
         self._mend_half_settled()
 
     def _hold_process_lock(self) -> None:
@@ -129,8 +131,8 @@ class TinyDBStore:
         if known is None:
             self.set_meta("history_file_id", self.history.file_id)
         elif known != self.history.file_id:
-            raise StoreAlarm(f"{self.history.path}: this history file belongs to another queue "
-                             f"(replaced or restored from elsewhere); refusing to mix them")
+            raise StoreAlarm(f"{self.history.path}: not the history this queue wrote (replaced, restored "
+                             f"from elsewhere, or its -wal lost); refusing to mix them")
 
     def _mend_half_settled(self) -> None:
         for payment_id in [pid for pid in self._live_ids if self.history.has(pid)]:
@@ -142,10 +144,33 @@ class TinyDBStore:
         doc_id, self._next_doc_id = self._next_doc_id, self._next_doc_id + 1
         return doc_id
 
-    def _remove_live(self, payment_id: str) -> None:
-        doc_id = self._live_ids.pop(payment_id)
-        with self.live_db.storage.changing("payments", doc_id):
+    def _remove_live(self, payment_id: str, settled: bool = False) -> None:
+        """Take a payment out of the queue: one append.  A payment that just
+        settled is also named as the last one history must hold (see
+        _check_history_has_last), in that same append."""
+        doc_id = self._live_ids[payment_id]
+        witness = {}
+        if settled:
+            witness_id = self._meta_ids.get(LAST_SETTLED) or self._new_doc_id()
+            witness = {"meta": [witness_id]}
+        with self.live_db.storage.changing("payments", doc_id, also=witness):
             self.live_payments.remove(doc_ids=[doc_id])
+            if settled:
+                self.meta.upsert(Document({"name": LAST_SETTLED, "value": payment_id}, doc_id=witness_id))
+        del self._live_ids[payment_id]        # only once the file says so
+        if settled:
+            self._meta_ids[LAST_SETTLED] = witness_id
+
+    def _check_history_has_last(self) -> None:
+        """The payment the queue last handed to history must be there.  A
+        deleted or cut ``-wal``, or an older copy of the file, would otherwise
+        lose the newest settled payments without a word: SQLite opens what is
+        left."""
+        last = self.get_meta(LAST_SETTLED)
+        if last is not None and not self.history.has(last):
+            raise StoreAlarm(f"{self.history.path}: settled payment {last} is missing from history "
+                             f"(its file or {Path(self.history.path).name}-wal was deleted, cut or "
+                             f"replaced with an older copy)")
 
     # -- payments -------------------------------------------------------------
 
@@ -172,7 +197,7 @@ class TinyDBStore:
             crash_point("settle:after_history")
             with self.live_lock:
                 if payment.id in self._live_ids:
-                    self._remove_live(payment.id)
+                    self._remove_live(payment.id, settled=True)
         else:
             with self.live_lock:
                 doc_id = self._live_ids.get(payment.id)
@@ -210,7 +235,7 @@ class TinyDBStore:
     def prune(self, before: str) -> int:
         """Forget up to 1,000 settled payments settled before ``before``; never
         one still to follow up.  Stripe keeps the ledger."""
-        return self.history.prune(before)
+        return self.history.prune(before, keep=self.get_meta(LAST_SETTLED))
 
     # -- bookkeeping ----------------------------------------------------------
 

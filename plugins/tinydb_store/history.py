@@ -271,13 +271,13 @@ class History:
         return [self._open(row) for row in rows]
 
     @_alarm_on_damage
-    def prune(self, before: str, most: int = PRUNE_STEP) -> int:
+    def prune(self, before: str, most: int = PRUNE_STEP, keep: str | None = None) -> int:
         """Delete up to ``most`` settled payments settled before ``before``,
-        never one still to follow up.  Bounded: call again for more."""
+        never one still to follow up, nor ``keep``.  Bounded: call again for more."""
         with self.lock, self.transaction():
             cursor = self.db.execute(
                 "DELETE FROM payments WHERE seq IN (SELECT seq FROM payments WHERE settled_at < ? "
-                "AND follow_up = 0 ORDER BY settled_at LIMIT ?)", (before, most))
+                "AND follow_up = 0 AND id IS NOT ? ORDER BY settled_at LIMIT ?)", (before, keep, most))
             return cursor.rowcount
 
     # -- notices --------------------------------------------------------------

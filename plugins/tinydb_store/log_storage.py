@@ -246,7 +246,8 @@ class EncryptedLogStorage(Storage):
         self._end = 0
         self._data: dict = {}
         self._copies: dict = {}  # table -> {doc_id: what is on disk, as JSON text or decoded}
-        self._declared: Optional[tuple[str, frozenset]] = None   # (table, doc ids) the next write changes
+        self._declared: Optional[dict] = None   # {table: doc ids} the writes of a `changing` block change
+        self._pending: Optional[dict] = None    # the state those writes left, appended when the block ends
 
         if create and not os.path.lexists(self.path):
             self._create()
@@ -258,18 +259,33 @@ class EncryptedLogStorage(Storage):
         """The in-memory state (not a copy: TinyDB calls this on every operation)."""
         return self._data
 
-    def changing(self, table: str, *doc_ids) -> "_Declared":
+    def changing(self, table: str, *doc_ids, also: Optional[dict] = None) -> "_Declared":
         """``with storage.changing("payments", doc_id): table.upsert(...)``:
-        the writes inside change only these documents of ``table`` (written
-        if present, deleted if gone), so nothing else is compared."""
-        return _Declared(self, table, frozenset(str(d) for d in doc_ids))
+        the writes inside change only these documents of ``table`` (and of
+        the tables in ``also``, ``{table: [doc ids]}``), written if present,
+        deleted if gone, so nothing else is compared.  However many TinyDB
+        operations the block holds, they reach the file as ONE appended
+        record when it ends (durable then, or not at all)."""
+        declared = {table: frozenset(str(d) for d in doc_ids)}
+        for name, ids in (also or {}).items():
+            declared[name] = declared.get(name, frozenset()) | frozenset(str(d) for d in ids)
+        return _Declared(self, declared)
 
     def write(self, data: dict) -> None:
-        """Append one record holding what changed since the last write, then fdatasync."""
+        """Append one record holding what changed since the last write, then
+        fdatasync; inside a ``changing`` block, when the block ends."""
+        if self._declared is not None:
+            with self._lock:
+                self._check_usable()
+                self._pending = self._data = data     # the next operation in the block reads this
+            return
+        self._write(data, self._diff)
+
+    def _write(self, data: dict, diff) -> None:
         with self._lock:
             self._check_usable()
             try:
-                plan = self._diff(data) if self._declared is None else self._declared_diff(data)
+                plan = diff(data)
             except BaseException:
                 self._rollback()
                 raise
@@ -608,28 +624,34 @@ class EncryptedLogStorage(Storage):
         if self._fd is None:
             raise ValueError(f"store {self.path} is closed")
 
-    def _declared_diff(self, data: dict):
+    def _declared_diff(self, data: dict, declared: dict):
         """What changed, as declared: only the named documents are encoded."""
-        name, ids = self._declared
         if not isinstance(data, dict):
             raise TypeError("TinyDB state must be a dict")
         if any(t not in data for t in self._copies):
             raise ValueError("a declared write may not drop a table")
-        table = data.get(name, {})
-        old = self._copies.get(name)
-        reset = [name] if old is None else []
-        items, touched, gone = [], [], []
-        for doc_id in ids:
-            doc = table.get(doc_id)
-            if doc is None:
-                if old is not None and doc_id in old:
-                    gone.append(doc_id)
-                continue
-            # the caller said it changed: written as it is, without comparing or sorting
-            js = _encode_as_is(doc)
-            touched.append((name, doc_id, js, None))
-            items.append((doc_id, js))
-        return [], reset, ({name: gone} if gone else {}), ({name: items} if items else {}), touched
+        reset, dels, ups, touched = [], {}, {}, []
+        for name, ids in declared.items():
+            table = data.get(name, {})
+            old = self._copies.get(name)
+            if old is None:
+                reset.append(name)
+            items, gone = [], []
+            for doc_id in ids:
+                doc = table.get(doc_id)
+                if doc is None:
+                    if old is not None and doc_id in old:
+                        gone.append(doc_id)
+                    continue
+                # the caller said it changed: written as it is, without comparing or sorting
+                js = _encode_as_is(doc)
+                touched.append((name, doc_id, js, None))
+                items.append((doc_id, js))
+            if gone:
+                dels[name] = gone
+            if items:
+                ups[name] = items
+        return [], reset, dels, ups, touched
 
     def _diff(self, data: dict):
         """What changed since the last write, found by comparing every
@@ -733,13 +755,24 @@ class EncryptedLogStorage(Storage):
 class _Declared:
     """The documents the writes inside a ``with`` block change (see ``changing``)."""
 
-    def __init__(self, storage: EncryptedLogStorage, table: str, ids: frozenset):
-        self.storage, self.table, self.ids = storage, table, ids
+    def __init__(self, storage: EncryptedLogStorage, declared: dict):
+        self.storage, self.declared = storage, declared
 
     def __enter__(self):
-        self.storage._declared = (self.table, self.ids)
+        storage = self.storage
+        if storage._declared is not None:
+            raise RuntimeError("changing() blocks do not nest")
+        storage._declared, storage._pending = self.declared, None
         return self
 
-    def __exit__(self, *exc):
-        self.storage._declared = None
+    def __exit__(self, kind, exc, tb):
+        storage = self.storage
+        pending, storage._declared, storage._pending = storage._pending, None, None
+        if pending is None:
+            return False
+        if kind is not None:              # the block failed half-way: memory goes back to the file
+            with storage._lock:
+                storage._rollback()
+            return False
+        storage._write(pending, lambda data: storage._declared_diff(data, self.declared))
         return False
