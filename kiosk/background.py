@@ -14,7 +14,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 from .forwarding import due
-from .interfaces import optional
+from .interfaces import StoreAlarm, optional
 from .payment import iso
 
 log = logging.getLogger("kiosk.engine")     # the engine's log lines keep their name
@@ -67,6 +67,8 @@ def run(kiosk, stop: threading.Event) -> None:
             kiosk.remind()
             kiosk.store.maintain()
             prune_history(kiosk, stop)
+        except StoreAlarm as exc:      # damage found while running: the vendor must see it, not only the log
+            kiosk.telling.alert_store(str(exc))
         except Exception:
             log.exception("background forwarding pass failed; trying again in %.0f s", poll)
         kiosk.wake.wait(poll)

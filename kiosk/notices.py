@@ -29,6 +29,7 @@ DECLINED_FOR_NOW = "declined_for_now"  # declined, but the issuer may approve a 
 NEEDS_UPDATE = "needs_update"      # Stripe refused the kiosk's own request: sales kept, the kiosk needs an update
 PLUGIN_TROUBLE = "plugin_trouble"  # a notifier or display failed to load, is switched off, or raised: skipped
 SAFE_MODE = "safe_mode"            # only built-in plugins loaded (the last start did not complete, or --safe)
+STORE_ALARM = "store_alarm"        # the store found damage while running: what is stored is kept, get help
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,12 @@ def declined_for_now(payment: Payment, reason: str, retries_left: int) -> Notice
                   f"{_what(payment)} taken {payment.created_at}: {reason.rstrip('.')}. The kiosk tries again "
                   f"({retries_left} more {'try' if retries_left == 1 else 'tries'}); nothing to do yet",
                   "warning", payment.public())
+
+
+def store_alarm(message: str) -> Notice:
+    return Notice(STORE_ALARM, "Payment storage damaged",
+                  f"{message} — what is stored is kept; do not charge a card twice; get the kiosk "
+                  "checked (`kiosk status`)", "error")
 
 
 def needs_update(message: str) -> Notice:

@@ -15,7 +15,7 @@ import threading
 from . import notices
 from . import payment_states as states
 from .faults import crash_point
-from .interfaces import CardResult, ReaderError
+from .interfaces import CardResult, ReaderError, StoreAlarm
 from .limits import History, LimitRefused, Limits, Stored, base_limits, check_sale
 from .money import check_amount, currency_code
 from .notices import Notice
@@ -133,6 +133,16 @@ class Selling:
         return payment
 
     def charge_now(self, payment: Payment) -> SaleResult:
+        try:
+            return self._charge_now(payment)
+        except (StoreAlarm, OSError) as exc:
+            # the card may be charged and its answer not recorded: never "refused" (the vendor would
+            # charge again); the sale is in the queue, and Stripe is asked before anything is resent
+            self.kiosk.telling.alert_store(str(exc))
+            return SaleResult(UNCONFIRMED, "not confirmed: the kiosk could not record Stripe's answer. "
+                              "The sale is kept — do not charge the card again", payment)
+
+    def _charge_now(self, payment: Payment) -> SaleResult:
         kiosk = self.kiosk
         outcome = kiosk.forward_one(payment, tell=False, at_till=True)
         if outcome.kind == "retry" and (kiosk.store.get(payment.id) or payment).state == PENDING:

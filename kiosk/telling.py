@@ -49,6 +49,15 @@ class Telling:
         self.kiosk.host.call_isolated("kiosk_payment_changed", payment=Payment.from_record(payment.to_record()),
                                       previous_state=previous)
 
+    def alert_store(self, message: str) -> None:
+        """The store raised its alarm while the kiosk runs: tell the vendor once per alarm."""
+        with self._alerts_lock:
+            if message in self._request_alerts:
+                return
+            self._request_alerts.add(message)
+        log.error("store alarm: %s", message)
+        self.notify(notices.store_alarm(message))
+
     def alert_request(self, message: str) -> None:
         """Stripe refused the kiosk's own request: tell the vendor once per
         kind of refusal, not once per payment."""

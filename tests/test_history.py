@@ -309,3 +309,29 @@ def test_a_reader_that_stops_early_is_not_an_error(tmp_path, fake_stripe, open_k
     assert child.stdout.read(100).startswith(b"[")
     child.stdout.close()
     assert child.wait(60) == 0 and b"Traceback" not in child.stderr.read()
+
+
+def test_damage_found_while_selling_is_never_a_refusal(tmp_path, fake_stripe, open_kiosk):
+    config = config_for(tmp_path, fake_stripe)                      # online sales, charged at once
+    kiosk = open_kiosk(config, create=True)
+    for _ in range(3):
+        assert kiosk.take_sale(1000, card="visa").status == "approved"
+    kiosk.close()
+    path = tmp_path / "data" / "history.sqlite"
+    db = sqlite3.connect(path)
+    root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'payments_settled'").fetchone()[0]
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    with open(path, "r+b") as card:          # one bad page on the SD card: an index history writes to
+        card.seek((root - 1) * page_size)
+        card.write(b"\xff" * 16)
+    kiosk = open_kiosk(config, create=False)
+    told = []
+    kiosk.telling.notify = told.append
+    result = kiosk.take_sale(2500, card="visa")
+    # Stripe charged it, the kiosk could not record that: the vendor must not charge again
+    assert result.status == "unconfirmed" and "do not charge the card again" in result.message
+    assert [n.kind for n in told if n.kind == "store_alarm"] == ["store_alarm"]
+    [kept] = kiosk.store.live()
+    assert kept.id == result.payment.id and len(fake_stripe.intents_for(kept.id)) == 1
+    kiosk.close()

@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Callable
 
-from kiosk import (CANCELLED, FAILED, FORWARDING, PENDING, REFUSED, SUCCEEDED, MoneyError,
+from kiosk import (CANCELLED, FAILED, FORWARDING, PENDING, REFUSED, SUCCEEDED, UNCONFIRMED, MoneyError,
                    SaleResult, check_amount, check_contact, format_amount, minimum_charge)
 
 from .catalog import Catalog
@@ -35,7 +35,7 @@ log = logging.getLogger("kiosk.touchscreen")
 TOAST_SECONDS = 4.0
 SALE_JOIN_SECONDS = 90.0  # a sale's reader wait and charge finish before the kiosk closes
 # Notices sent before the screen opened that it still shows when it does.
-REPLAYED_NOTICES = ("store_recovered", "interrupted", "auth_failed", "reader", "needs_update")
+REPLAYED_NOTICES = ("store_recovered", "interrupted", "auth_failed", "reader", "needs_update", "store_alarm")
 
 
 class SaleController:
@@ -172,9 +172,12 @@ class SaleController:
                                           cancel=sale.cancel)
         except (MoneyError, ValueError) as exc:
             result = SaleResult(REFUSED, str(exc))
-        except Exception as exc:      # an engine or plugin bug: say so, keep the screen alive
+        except Exception as exc:      # an engine, plugin or storage failure: say so, keep the screen alive
             log.exception("sale failed")
-            result = SaleResult(REFUSED, f"sale failed ({type(exc).__name__})")
+            # how far the sale got is unknown (a card may be charged): never "refused", which invites
+            # charging again
+            result = SaleResult(UNCONFIRMED, f"sale failed ({type(exc).__name__}): check Payments before "
+                                "charging the card again")
         self.post("result", (sale, result))
 
     def _confirm(self, sale: Sale, offer) -> bool:
@@ -265,7 +268,7 @@ class SaleController:
         key = {"auth_failed": "notice_auth_failed", "store_recovered": "notice_store_recovered",
                "interrupted": "notice_interrupted", "needs_update": "notice_needs_update",
                "declined_for_now": "notice_declined_for_now", "plugin_trouble": "notice_plugin_trouble",
-               "safe_mode": "notice_safe_mode"}.get(notice.kind)
+               "safe_mode": "notice_safe_mode", "store_alarm": "notice_store_alarm"}.get(notice.kind)
         if key is None:
             return     # the rest are on screen already: results, toasts, the status bar and its banner
         payment = notice.payment or {}
