@@ -14,6 +14,7 @@ Errors are one line on stderr.  Never prints a card number, token or API key.
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import json
 import logging
@@ -116,7 +117,7 @@ def cmd_queue(args) -> int:
         # streamed: pending first (oldest first; bounded by max_pending), then
         # settled newest first, read a page at a time whatever history holds
         pending = [p for p in kiosk.store.live() if since is None or p.created_at >= since]
-        settled = kiosk.store.settled(limit, since=since) if since else kiosk.store.settled(limit)
+        settled = _settled_since(kiosk.store, limit, since)
         shown = 0
         if args.json:
             out = sys.stdout
@@ -139,6 +140,16 @@ def cmd_queue(args) -> int:
         return EXIT_OK
     finally:
         kiosk.close()
+
+
+def _settled_since(store, limit, since):
+    """``store.settled(limit, since=)``; a store that takes no ``since`` is filtered here."""
+    if since is None:
+        return store.settled(limit)
+    if "since" in inspect.signature(store.settled).parameters:
+        return store.settled(limit, since=since)
+    taken = (p for p in store.settled(None) if p.created_at >= since)
+    return taken if limit is None else itertools.islice(taken, limit)
 
 
 def _since(text: str) -> str:

@@ -93,12 +93,15 @@ class Payment:
         record = dict(self.__dict__)
         record["card"] = dict(self.card.__dict__)
         record["reminded_hours"] = list(self.reminded_hours)
+        record["request"] = _copied(self.request)     # a store may keep the record: share nothing with it
         return record
 
     @classmethod
     def from_record(cls, record: dict) -> "Payment":
         data = {k: v for k, v in record.items() if k in _FIELDS}
         data["card"] = Card(**record["card"])
+        data["request"] = _copied(data.get("request"))
+        data["reminded_hours"] = list(data.get("reminded_hours", ()))
         return cls(**data)
 
     @property
@@ -126,3 +129,12 @@ class Payment:
 
 # what from_record keeps of a record (computed once: from_record is on the sale path)
 _FIELDS = frozenset(f.name for f in fields(Payment))
+
+
+def _copied(value):
+    """A copy of a JSON value sharing no dict or list with it (cheaper than copy.deepcopy)."""
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
+    return value

@@ -111,6 +111,7 @@ class KioskView:
     def settled(self, limit: int = 100) -> list[Payment]:
         """The newest ``limit`` settled payments, newest first (copies); history
         may hold millions, so there is no "all"."""
+        limit = 100 if limit is None else limit
         return list(itertools.islice(self._kiosk.store.settled(limit), limit))
 
     def needs_attention(self) -> list[Payment]:

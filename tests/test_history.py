@@ -335,3 +335,18 @@ def test_damage_found_while_selling_is_never_a_refusal(tmp_path, fake_stripe, op
     [kept] = kiosk.store.live()
     assert kept.id == result.payment.id and len(fake_stripe.intents_for(kept.id)) == 1
     kiosk.close()
+
+
+def test_an_init_cut_before_history_was_made_is_finished_by_the_next(tmp_path, fake_stripe):
+    config = config_for(tmp_path, fake_stripe)
+    assert run_kiosk("init", "--config", config).returncode == 0
+    for name in ("history.sqlite", "history.sqlite-wal", "history.sqlite-shm"):
+        (tmp_path / "data" / name).unlink(missing_ok=True)
+    (tmp_path / "data" / "live.kdb").unlink()
+    # what a power cut leaves between making live.kdb and history.sqlite: a queue that never held anything
+    from kiosk_builtins.tinydb_store.log_storage import EncryptedLogStorage, load_key
+    EncryptedLogStorage(tmp_path / "data" / "live.kdb", load_key(tmp_path / "data" / "kiosk.key"), "live",
+                        create=True).close()
+    assert run_kiosk("init", "--config", config).returncode == 0
+    assert run_kiosk("charge", "5.00", "--offline", "--config", config).returncode == 0
+    assert len(everything(config)) == 1

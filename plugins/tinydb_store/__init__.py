@@ -101,9 +101,11 @@ class TinyDBStore:
         self._live_ids = {doc["id"]: doc.doc_id for doc in self.live_payments.all()}
         self._meta_ids = {doc["name"]: doc.doc_id for doc in self.meta.all()}
         self._next_doc_id = max([*self._live_ids.values(), *self._meta_ids.values()], default=0) + 1
-        # history.sqlite is new with this release: an older directory gets one (and is migrated into it)
+        # history.sqlite is new with this release: an older directory gets one (and is migrated into
+        # it), and so does a `kiosk init` cut short after making live.kdb (its log holds nothing yet)
         upgrading = (self.dir / OLD_HISTORY).exists()
-        self.history = History(self.dir / HISTORY_FILE, key, create=fresh or upgrading)
+        never_used = self.live_db.storage.records == 1 and not any(self.live_db.storage.read().values())
+        self.history = History(self.dir / HISTORY_FILE, key, create=fresh or upgrading or never_used)
         self._check_history_belongs()
         self.recovered += migrate(self.dir, key, self.history, max(1, migration_batch))
         self._check_history_has_last()

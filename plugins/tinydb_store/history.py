@@ -68,6 +68,10 @@ CREATE TRIGGER IF NOT EXISTS payments_out AFTER DELETE ON payments
     BEGIN UPDATE counts SET n = n - 1 WHERE name = 'payments'; END;
 """
 
+UPSERT = ("INSERT INTO payments(id, created_at, settled_at, state, follow_up, record) VALUES (?,?,?,?,?,?) "
+          "ON CONFLICT(id) DO UPDATE SET created_at=excluded.created_at, settled_at=excluded.settled_at, "
+          "state=excluded.state, follow_up=excluded.follow_up, record=excluded.record")
+
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
 
 
@@ -89,7 +93,9 @@ def _alarm_on_damage(method):
     def checked(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:     # locked by another program, disk full, I/O error
+            raise StoreAlarm(f"{self.path}: history cannot be used ({exc})") from None
+        except sqlite3.DatabaseError as exc:        # malformed pages, not a database
             raise StoreAlarm(f"{self.path}: history database damaged ({exc})") from None
     return checked
 
@@ -193,21 +199,19 @@ class History:
         """Store or update one settled payment; durable when this returns."""
         row = self._row(payment)
         with self.lock, self.transaction():
-            self.db.execute(
-                "INSERT INTO payments(id, created_at, settled_at, state, follow_up, record) VALUES (?,?,?,?,?,?) "
-                "ON CONFLICT(id) DO UPDATE SET created_at=excluded.created_at, settled_at=excluded.settled_at, "
-                "state=excluded.state, follow_up=excluded.follow_up, record=excluded.record", row)
+            self.db.execute(UPSERT, row)
 
     @_alarm_on_damage
-    def put_many(self, payments: Iterable[Payment]) -> int:
-        """Store payments not stored yet, in one transaction (a migration, a
-        seeded benchmark); a payment already here is left as it is."""
+    def put_many(self, payments: Iterable[Payment], replace: bool = False) -> int:
+        """Store payments in one transaction (a migration, a seeded benchmark);
+        returns how many were new.  A payment already here is left as it is,
+        or with ``replace`` brought to the version given."""
         rows = [self._row(p) for p in payments]
         with self.lock, self.transaction():
             before = self._counted()          # (total_changes would count the triggers' updates too)
-            self.db.executemany(
-                "INSERT OR IGNORE INTO payments(id, created_at, settled_at, state, follow_up, record) "
-                "VALUES (?,?,?,?,?,?)", rows)
+            self.db.executemany(UPSERT if replace else
+                                "INSERT OR IGNORE INTO payments(id, created_at, settled_at, state, follow_up, record) "
+                                "VALUES (?,?,?,?,?,?)", rows)
             return self._counted() - before
 
     def _counted(self) -> int:
@@ -337,7 +341,13 @@ class _Transaction:
 
     def __exit__(self, kind, exc, tb):
         if kind is None:
-            self.db.execute("COMMIT")
-        else:
+            try:
+                self.db.execute("COMMIT")
+                return False
+            except BaseException:
+                if self.db.in_transaction:      # a COMMIT that failed leaves the transaction open
+                    self.db.execute("ROLLBACK")
+                raise
+        if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         return False

@@ -5,7 +5,11 @@ Earlier releases kept settled payments in ``history.kdb`` and notices in
 copied into ``history.sqlite`` in batches, each batch one durable transaction
 that skips what is already there, and only then deleted.  A kill at any point
 loses nothing: the old file stays until everything in it is committed, and
-the next open runs the copy again, skipping what was done.
+the next open runs the copy again.  Until the old file is gone it is the
+authority: an earlier release started on a half-moved directory keeps using
+it, and what it changed there replaces what was copied before.  Once the move
+is done there is no way back: an earlier release refuses to start without its
+``history.kdb`` (an alarm, nothing lost).
 """
 from __future__ import annotations
 
@@ -62,7 +66,9 @@ def migrate(data_dir: Path, key: bytes, history: History, batch: int = BATCH) ->
         docs.reverse()                  # taken from the end, so memory falls as the copy goes
         while docs:
             chunk = [docs.pop() for _ in range(min(batch, len(docs)))]
-            history.put_many(Payment.from_record(doc) for _, doc in chunk)
+            # the old file is the authority while it exists (an older release may have run on it
+            # since a migration was cut short): what it says replaces what was copied before
+            history.put_many((Payment.from_record(doc) for _, doc in chunk), replace=True)
             crash_point("migrate:after_batch")
         _done_with(old)
     old = data_dir / OLD_FEED
