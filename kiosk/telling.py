@@ -51,22 +51,23 @@ class Telling:
 
     def alert_store(self, message: str) -> None:
         """The store raised its alarm while the kiosk runs: tell the vendor once per alarm."""
-        with self._alerts_lock:
-            if message in self._request_alerts:
-                return
-            self._request_alerts.add(message)
-        log.error("store alarm: %s", message)
-        self.notify(notices.store_alarm(message))
+        if self._first_time(message):
+            log.error("store alarm: %s", message)
+            self.notify(notices.store_alarm(message))
 
     def alert_request(self, message: str) -> None:
         """Stripe refused the kiosk's own request: tell the vendor once per
         kind of refusal, not once per payment."""
+        if self._first_time(message):
+            log.error("%s", message)
+            self.notify(notices.needs_update(message))
+
+    def _first_time(self, message: str) -> bool:
         with self._alerts_lock:
             if message in self._request_alerts:
-                return
+                return False
             self._request_alerts.add(message)
-        log.error("%s", message)
-        self.notify(notices.needs_update(message))
+            return True
 
     def alert_key(self, message: str) -> None:
         """Tell the vendor once per outage, not every poll."""
