@@ -190,9 +190,10 @@ class Kiosk:
         return self.forwarding.forward(force=force, stop=stop, progress=progress)
 
     def forward_one(self, payment: Payment, tell: bool = True, lookup_only: bool = False,
-                    at_till: bool = False) -> Outcome:
+                    at_till: bool = False, lookup_first: bool = False) -> Outcome:
         """One attempt for one payment (see :meth:`kiosk.forwarding.Forwarding.forward_one`)."""
-        return self.forwarding.forward_one(payment, tell=tell, lookup_only=lookup_only, at_till=at_till)
+        return self.forwarding.forward_one(payment, tell=tell, lookup_only=lookup_only, at_till=at_till,
+                                           lookup_first=lookup_first)
 
     def _record(self, payment: Payment, outcome: Outcome, at_till: bool = False) -> None:
         """Record what an attempt under way came to (durable)."""

@@ -6,7 +6,10 @@ pass.
 
 Rules it keeps: an attempt is marked (durable) before the request is sent; an
 attempt whose outcome is unknown is looked up at Stripe before it is sent
-again; what came of an attempt is durable before anyone is told of it; one
+again; before a pass sends anything, Stripe is asked which of the payments
+never attempted here it already holds (a data directory restored from an
+older copy, once Stripe has forgotten its idempotency keys), and those are
+looked up, never sent; what came of an attempt is durable before anyone is told of it; one
 pass at a time, and one attempt at a time for one payment.  It never sends a
 request with a new idempotency key, and never changes a payment except
 through :mod:`kiosk.payment_states`.
@@ -114,6 +117,9 @@ class Forwarding:
                 return report
             now = kiosk.clock()
             pending = [p for p in kiosk.store.live() if due(p, now, force)]
+            held = self._held_at_stripe(pending)
+            if held is None:          # Stripe could not say: sending blind could charge twice
+                return SyncReport(reached=True, pending=len(kiosk.store.live()))
             report = SyncReport(reached=True)
             abort = threading.Event()
             done = 0
@@ -123,7 +129,7 @@ class Forwarding:
                 nonlocal done
                 if abort.is_set() or (stop is not None and stop.is_set()):
                     return None
-                outcome = kiosk.forward_one(payment)
+                outcome = kiosk.forward_one(payment, lookup_first=payment.id in held)
                 if outcome.kind == "auth_error":
                     abort.set()
                 with done_lock:
@@ -156,6 +162,20 @@ class Forwarding:
                 kiosk.note_synced(force=True)    # only a pass Stripe fully answered counts as a sync
             return report
 
+    def _held_at_stripe(self, pending: list[Payment]) -> set[str] | None:
+        """The ids, among the pending payments never attempted here, that
+        Stripe already holds a PaymentIntent for (the sync plugin's optional
+        ``reconcile``); None if it could not say."""
+        fresh = [p for p in pending if not states.outcome_unknown(p)]
+        reconcile = optional(self.kiosk.sync, "Forwarder", "reconcile")
+        if not fresh or reconcile is None:
+            return set()
+        held = reconcile(fresh)
+        if held:
+            log.warning("Stripe already holds %d payment(s) this queue never sent (restored data?): "
+                        "looked up, not sent: %s", len(held), ", ".join(sorted(held)))
+        return held
+
     def _progress(self, done: int, total: int) -> None:
         self.sync_progress = (done, total)
         self.kiosk.host.call_isolated("kiosk_sync_progress", done=done, total=total)
@@ -163,10 +183,11 @@ class Forwarding:
     # -- one payment -----------------------------------------------------------------
 
     def forward_one(self, payment: Payment, tell: bool = True, lookup_only: bool = False,
-                    at_till: bool = False) -> Outcome:
+                    at_till: bool = False, lookup_first: bool = False) -> Outcome:
         """One attempt for one payment, following the rules in the module
         docstring.  Works on the stored copy: if another thread is forwarding
-        it, waits for that attempt and reports what it settled."""
+        it, waits for that attempt and reports what it settled.
+        ``lookup_first``: ask Stripe before sending, as after a lost answer."""
         with self._in_flight_lock:
             while payment.id in self._in_flight:
                 self._in_flight_lock.wait()
@@ -175,7 +196,7 @@ class Forwarding:
                 return outcome_of(current)
             self._in_flight.add(payment.id)
         try:
-            return self._attempt(current, tell, lookup_only, at_till)
+            return self._attempt(current, tell, lookup_only, at_till, lookup_first)
         finally:
             with self._in_flight_lock:
                 self._in_flight.discard(payment.id)
@@ -190,11 +211,11 @@ class Forwarding:
             yield None if payment_id in self._in_flight else current
 
     def _attempt(self, payment: Payment, tell: bool, lookup_only: bool = False,
-                 at_till: bool = False) -> Outcome:
+                 at_till: bool = False, lookup_first: bool = False) -> Outcome:
         """``at_till``: the customer is still there (an online sale being
         charged), so a decline or a refused request ends the sale now."""
         kiosk = self.kiosk
-        unknown_before = states.outcome_unknown(payment)
+        unknown_before = states.outcome_unknown(payment) or lookup_first
         previous = states.begin_attempt(payment, kiosk.clock(), self._stripe_now)
         kiosk.store.save(payment)                        # durable: an attempt has started
         crash_point("forward:after_mark")

@@ -210,6 +210,11 @@ OPTIONAL_MEMBERS: dict[str, dict[str, object]] = {
         "request_refused": None,
         # stripe_now() -> float: the processor's clock (unix), for lookups
         "stripe_now": None,
+        # reconcile(payments) -> set[str] | None: the ids, among payments this
+        # kiosk never sent, that the processor already holds (restored data);
+        # those are looked up instead of sent.  None: could not ask, so the
+        # pass sends nothing.  A few requests per pass at most.
+        "reconcile": None,
     },
     "PaymentStore": {
         # files set aside at open after an unfinished write (a power cut): the

@@ -400,17 +400,9 @@ class StripeForwarder:
         if payment.first_attempt_stripe_at:
             since = min(since, payment.first_attempt_stripe_at)
         since = int(since - self.settings["lookup_margin_minutes"] * 60)
-        params = shape.list_params(since)
-        found = []
         try:
-            while True:
-                self.pace.wait()
-                page = self.client.v1.payment_intents.list(params=params)
-                data = [intent.to_dict() for intent in page.data]
-                found += [i for i in data if (i.get("metadata") or {}).get("kiosk_payment_id") == payment.id]
-                if not page.has_more or not data:
-                    break
-                params = shape.list_params(since, starting_after=data[-1]["id"])
+            found = [i for i in self._intents_since(since)
+                     if (i.get("metadata") or {}).get("kiosk_payment_id") == payment.id]
         except stripe.StripeError as exc:
             return self._lookup_failed(exc)
         if not found:
@@ -421,6 +413,37 @@ class StripeForwarder:
         best = next((i for i in found if i.get("status") == "succeeded"), found[0])
         # a decline this kiosk never heard of is recorded as it was, final or not
         return answers.uncounted_decline(best, payment.declined_attempt) or answers.from_intent(best)
+
+    def reconcile(self, payments) -> set[str] | None:
+        """The ids among ``payments`` (never sent by this kiosk) that Stripe
+        already holds a PaymentIntent for: a data directory restored from an
+        older copy, after Stripe forgot the idempotency keys, would otherwise
+        charge them again.  One list of the PaymentIntents created since the
+        oldest of them was taken (less the lookup margin), 100 a page, by
+        creation time; None if Stripe could not be asked."""
+        if self.client is None or not payments:
+            return set()
+        wanted = {p.id for p in payments}
+        since = int(min(parse_iso(p.created_at).timestamp() for p in payments)
+                    - self.settings["lookup_margin_minutes"] * 60)
+        try:
+            return {pid for i in self._intents_since(since)
+                    if (pid := (i.get("metadata") or {}).get("kiosk_payment_id")) in wanted}
+        except stripe.StripeError as exc:
+            log.warning("could not ask Stripe which payments it already holds: %s", answers.from_error(exc).message)
+            return None
+
+    def _intents_since(self, since: int):
+        """Every PaymentIntent created at or after ``since`` (unix), newest first, a page at a time."""
+        params = shape.list_params(since)
+        while True:
+            self.pace.wait()
+            page = self.client.v1.payment_intents.list(params=params)
+            data = [intent.to_dict() for intent in page.data]
+            yield from data
+            if not page.has_more or not data:
+                return
+            params = shape.list_params(since, starting_after=data[-1]["id"])
 
     @staticmethod
     def _lookup_failed(exc: stripe.StripeError) -> Outcome:
