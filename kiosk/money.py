@@ -116,7 +116,9 @@ def parse_amount(text: str, currency: str) -> int:
         value = Decimal(raw)
     except InvalidOperation:
         raise MoneyError(f"amount {raw!r} is not a number") from None
-    if not value.is_finite() or not raw.replace(".", "", 1).lstrip("+-").isdigit():
+    plain = raw.replace(".", "", 1).lstrip("+-")
+    # ASCII digits only: str.isdigit() and Decimal also take "１２" and "١٢", which no keypad sends
+    if not value.is_finite() or not (plain.isascii() and plain.isdigit()):
         raise MoneyError(f"amount {raw!r} is not a plain number like 12.50")
     exponent = value.as_tuple().exponent
     if -exponent > digits and value != value.quantize(Decimal(1).scaleb(-digits)):

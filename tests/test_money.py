@@ -42,6 +42,7 @@ def test_parse(text, currency, amount):
     ("123456789", "usd", "8-digit maximum"), ("0.49", "usd", "minimum charge of $0.50"),
     ("0.29", "gbp", "minimum"), ("49", "jpy", "minimum"), ("5", "xyz", "unknown currency"),
     ("1000000", "isk", "8-digit maximum"),  # ISK goes to Stripe x100
+    ("１２", "jpy", "plain number"), ("١٢.٥٠", "usd", "plain number"),   # digits no keypad sends
 ])
 def test_parse_refuses_with_one_line(text, currency, words):
     with pytest.raises(MoneyError, match=re.escape(words)) as info:
