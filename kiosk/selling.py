@@ -64,7 +64,12 @@ class Selling:
         kiosk = self.kiosk
         currency = currency_code(currency or kiosk.config.currency)
         check_amount(amount, currency)
-        behavior = behavior or kiosk.config["kiosk"]["offline_behavior"]
+        configured = kiosk.config["kiosk"]["offline_behavior"]
+        if behavior == "force_offline" and configured == "require_online":
+            # `kiosk charge --offline` (or any caller) may not store what the vendor chose never to store
+            return SaleResult(REFUSED, "this kiosk takes online sales only ([kiosk] offline_behavior = "
+                                       "\"require_online\"): nothing stored")
+        behavior = behavior or configured
         cancel = cancel or threading.Event()
         if customer is not None:
             customer = check_contact(customer)

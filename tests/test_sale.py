@@ -73,6 +73,15 @@ def test_require_online_refuses_when_unreachable(tmp_path, fake_stripe, open_kio
     assert kiosk.store.live() == []
 
 
+def test_charge_offline_is_refused_under_require_online(tmp_path, fake_stripe):
+    from conftest import run_json, run_kiosk
+    config = write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "require_online"})
+    assert run_kiosk("init", "--config", config).returncode == 0
+    result = run_kiosk("charge", "8.00", "--offline", "--yes", "--config", config)
+    assert result.returncode == 1 and "online sales only" in result.stdout + result.stderr
+    assert run_json("queue", "--config", config) == [] and fake_stripe.payment_intents == []
+
+
 def test_force_offline_stores_even_when_reachable(tmp_path, fake_stripe, open_kiosk):
     kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"}))
     assert kiosk.take_sale(800).status == APPROVED_OFFLINE
