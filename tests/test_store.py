@@ -180,3 +180,10 @@ def test_history_work_does_not_hold_up_a_sale(offline_config, open_kiosk):
     finally:
         worker.join()
     assert held_throughout == [True], "the sale waited for history's lock"
+
+
+def test_a_compaction_cut_short_leaves_nothing_behind(tmp_path, offline_config):
+    leftover = tmp_path / "data" / ".live.kdb.tmp-0123456789ab"       # what a kill before the rename leaves
+    leftover.write_bytes(b"KIOSKLOG1" + bytes(40))
+    assert run_kiosk("queue", "--config", offline_config).returncode == 0
+    assert not leftover.exists() and (tmp_path / "data" / "live.kdb").exists()

@@ -92,6 +92,10 @@ class TinyDBStore:
             key = log_storage.load_key(self.dir / KEY_FILE)
         except log_storage.StoreAlarm as exc:
             raise StoreAlarm(str(exc)) from None
+        for orphan in self.dir.glob(f".{LIVE_FILE}.tmp-*"):
+            # a compaction killed before its rename: never the queue itself (we hold the lock)
+            log.warning("removing %s, left by a compaction that was cut short", orphan.name)
+            orphan.unlink(missing_ok=True)
         # once a store exists, a missing queue file is an alarm, even for `kiosk init`
         self.live_db = _open_db(self.dir / LIVE_FILE, key, "live", fresh, compact_every)
         self.recovered = [self.live_db.storage] if self.live_db.storage.recovered_torn_tail else []
