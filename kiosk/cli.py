@@ -345,11 +345,19 @@ def plugin_commands() -> list:
 
 # -- parser ---------------------------------------------------------------------
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line (and exit 2), like every other error here;
+    ``--help`` still shows the usage."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(extra_commands=()) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=None,
                         help="configuration file (default: $KIOSK_CONFIG, else ./config.toml)")
-    parser = argparse.ArgumentParser(prog="kiosk", description="Offline card-payments kiosk")
+    parser = OneLineParser(prog="kiosk", description="Offline card-payments kiosk")
     parser.add_argument("--version", action="version", version=f"kiosk {package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -254,3 +254,11 @@ def test_numbers_out_of_range_are_config_errors(tmp_path, text, words):
 def test_absurdly_long_amount_is_a_usage_error(config):
     result = run_kiosk("charge", "9" * 5000, "--config", config)
     assert result.returncode == 2 and "too long" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, words", [(("charge",), "required: amount"), (("nosuch",), "invalid choice"),
+                                         (("queue", "--limit", "x"), "invalid int value")])
+def test_a_usage_error_is_one_line(args, words):
+    result = run_kiosk(*args)
+    assert result.returncode == 2 and words in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
