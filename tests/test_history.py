@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.interfaces import StoreAlarm
-
 from conftest import run_json, run_kiosk, run_kiosk_process, write_config
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tinydb-history-2adb273"

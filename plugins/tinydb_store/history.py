@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from kiosk import Payment, StoreAlarm
 
 FORMAT = "kiosk-history-1"
+SCHEMA_VERSION = 1       # PRAGMA user_version once SCHEMA, the count, the file id and the format are in
 NONCE_LEN = 12
 PAGE_ROWS = 200          # rows read per step when streaming: memory stays flat
 NOTICES_KEPT = 1000
@@ -68,7 +69,9 @@ CREATE TRIGGER IF NOT EXISTS payments_out AFTER DELETE ON payments
     BEGIN UPDATE counts SET n = n - 1 WHERE name = 'payments'; END;
 """
 
-UPSERT = ("INSERT INTO payments(id, created_at, settled_at, state, follow_up, record) VALUES (?,?,?,?,?,?) "
+ROW = "id, created_at, settled_at, state, follow_up, record"      # a row as _row() makes it, _open() reads it
+INSERT_NEW = f"INSERT OR IGNORE INTO payments({ROW}) VALUES (?,?,?,?,?,?)"
+UPSERT = (f"INSERT INTO payments({ROW}) VALUES (?,?,?,?,?,?) "
           "ON CONFLICT(id) DO UPDATE SET created_at=excluded.created_at, settled_at=excluded.settled_at, "
           "state=excluded.state, follow_up=excluded.follow_up, record=excluded.record")
 
@@ -136,14 +139,9 @@ class History:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA journal_size_limit=4194304")   # the WAL shrinks back after a burst
             self.db.execute("PRAGMA cache_size=-2048")             # 2 MiB of pages, whatever the size
-            with self.transaction():
-                for statement in _statements(SCHEMA):
-                    self.db.execute(statement)
-                if self.db.execute("SELECT 1 FROM counts WHERE name = 'payments'").fetchone() is None:
-                    # kept by the triggers from here on: counting a million rows is not for every open
-                    self.db.execute("INSERT INTO counts VALUES ('payments', (SELECT count(*) FROM payments))")
-                self.file_id = self._about("file_id") or self._new_file_id()
-                form = self._about("format") or self._set_about("format", FORMAT)
+            if self.db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                self._make_schema()     # once per file: an open that only reads writes nothing
+            self.file_id, form = self._about("file_id"), self._about("format")
         except sqlite3.DatabaseError as exc:
             raise StoreAlarm(f"{self.path}: not a readable history database ({exc})") from None
         if form != FORMAT:
@@ -153,6 +151,19 @@ class History:
                 os.chmod(name, 0o600)
 
     # -- setup ----------------------------------------------------------------
+
+    def _make_schema(self) -> None:
+        with self.transaction():
+            for statement in _statements(SCHEMA):
+                self.db.execute(statement)
+            if self.db.execute("SELECT 1 FROM counts WHERE name = 'payments'").fetchone() is None:
+                # kept by the triggers from here on: counting a million rows is not for every open
+                self.db.execute("INSERT INTO counts VALUES ('payments', (SELECT count(*) FROM payments))")
+            if self._about("file_id") is None:
+                self._new_file_id()
+            if self._about("format") is None:
+                self._set_about("format", FORMAT)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def transaction(self):
         return _Transaction(self)
@@ -209,9 +220,7 @@ class History:
         rows = [self._row(p) for p in payments]
         with self.lock, self.transaction():
             before = self._counted()          # (total_changes would count the triggers' updates too)
-            self.db.executemany(UPSERT if replace else
-                                "INSERT OR IGNORE INTO payments(id, created_at, settled_at, state, follow_up, record) "
-                                "VALUES (?,?,?,?,?,?)", rows)
+            self.db.executemany(UPSERT if replace else INSERT_NEW, rows)
             return self._counted() - before
 
     def _counted(self) -> int:
@@ -225,8 +234,7 @@ class History:
     @_alarm_on_damage
     def get(self, payment_id: str) -> Payment | None:
         with self.lock:
-            row = self.db.execute("SELECT id, created_at, settled_at, state, follow_up, record FROM payments "
-                                  "WHERE id = ?", (payment_id,)).fetchone()
+            row = self.db.execute(f"SELECT {ROW} FROM payments WHERE id = ?", (payment_id,)).fetchone()
         return None if row is None else self._open(row)
 
     @_alarm_on_damage
@@ -263,14 +271,14 @@ class History:
     def _page(self, where: str, args: list) -> list:
         with self.lock:
             return self.db.execute(
-                f"SELECT seq, id, created_at, settled_at, state, follow_up, record FROM payments "
+                f"SELECT seq, {ROW} FROM payments "
                 f"WHERE {where} ORDER BY created_at DESC, seq DESC LIMIT ?", args).fetchall()
 
     @_alarm_on_damage
     def needing_follow_up(self) -> list[Payment]:
         """Failed after the customer left and not followed up, newest first (an index read)."""
         with self.lock:
-            rows = self.db.execute("SELECT id, created_at, settled_at, state, follow_up, record FROM payments "
+            rows = self.db.execute(f"SELECT {ROW} FROM payments "
                                    "WHERE follow_up = 1 ORDER BY seq DESC").fetchall()
         return [self._open(row) for row in rows]
 

@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from kiosk import Payment, crash_point
+from kiosk import Payment, StoreAlarm, crash_point
 
 from .history import History
 from .log_storage import EncryptedLogStorage, StoreAlarm as LogAlarm
@@ -29,7 +29,6 @@ BATCH = 2000
 
 
 def _old_table(path: Path, key: bytes, label: str, table: str, recovered: list) -> list[tuple[int, dict]]:
-    from kiosk import StoreAlarm
     try:
         storage = EncryptedLogStorage(path, key=key, label=label, read_only=True)
     except LogAlarm as exc:
