@@ -12,8 +12,10 @@ own business and may change in any release.
 """
 from __future__ import annotations
 
+from .card_numbers import contains_card_number
 from .commands import Command, CommandError
 from .config import ConfigError, Setting
+from .disk_space import disk_trouble
 from .faults import crash_point
 from .hookspecs import hookimpl
 from .interfaces import (OPTIONAL_MEMBERS, CardResult, Display, Forwarder, Outcome, PaymentStore, Readiness,
@@ -27,6 +29,7 @@ from .payment import (FAILED, FORWARDING, LIVE_STATES, PENDING, SUCCEEDED, Card,
 from .sale_result import (APPROVED, APPROVED_OFFLINE, CANCELLED, DECLINED, REFUSED, UNCONFIRMED,
                           WINDOW_HOURS, OfflineOffer, SaleResult, check_contact)
 from .view import KioskView
+from .watchdog import heartbeat
 from . import notices    # notice kinds (``notices.READER``...) and the builders the core uses
 
 __all__ = [
@@ -35,7 +38,7 @@ __all__ = [
     "Setting", "ConfigError",
     # what the kiosk_open_* hooks return, and what they exchange
     "Reader", "ReaderInfo", "CardResult", "ReaderError", "looks_like_card_number",
-    "PaymentStore", "StoreAlarm", "StoreBusy",
+    "PaymentStore", "StoreAlarm", "StoreBusy", "disk_trouble",
     "Forwarder", "Outcome", "Request", "Readiness", "OPTIONAL_MEMBERS",
     "Display",
     # payments, notices, limits
@@ -48,12 +51,14 @@ __all__ = [
     "parse_amount", "to_stripe_amount",
     # sales and the kiosk handed to hooks
     "SaleResult", "OfflineOffer", "APPROVED", "APPROVED_OFFLINE", "DECLINED", "REFUSED", "CANCELLED",
-    "UNCONFIRMED", "WINDOW_HOURS", "check_contact",
+    "UNCONFIRMED", "WINDOW_HOURS", "check_contact", "contains_card_number",
     "KioskView", "opened_kiosk",
     # commands a plugin adds to `kiosk`
     "Command", "CommandError",
     # power-cut tests (KIOSK_CRASH_AT)
     "crash_point",
+    # systemd's watchdog: a display's event loop proves the kiosk alive
+    "heartbeat",
 ]
 
 

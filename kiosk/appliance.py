@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from . import watchdog
 from .boot import plugin_settings
 from .host import PluginError
 
@@ -27,10 +28,23 @@ def open_display(kiosk, name: str):
 def run(kiosk, stop: threading.Event, *, display_name: str | None, on_started=None,
         headless_after_screen: bool = True) -> None:
     """Run until ``stop`` is set (or, with ``headless_after_screen=False``,
-    until the screen closes).  ``on_started()`` is called once the kiosk is up."""
+    until the screen closes).  ``on_started()`` is called once the kiosk is up,
+    and systemd is told so (``READY=1``); its watchdog is beaten while the
+    background loop and the screen's loop keep turning (:mod:`kiosk.watchdog`)."""
+    dog = watchdog.start()
+    dog.watch(watchdog.BACKGROUND)      # the screen's loop is watched from its first heartbeat()
+    try:
+        _run(kiosk, stop, dog, display_name=display_name, on_started=on_started,
+             headless_after_screen=headless_after_screen)
+    finally:
+        dog.stopping()
+
+
+def _run(kiosk, stop: threading.Event, dog, *, display_name, on_started, headless_after_screen) -> None:
     display = open_display(kiosk, display_name) if display_name else None
     if on_started is not None:
         on_started()
+    dog.ready()
     if display is None:
         if headless_after_screen:
             log.info("kiosk %s running headless", kiosk.config.kiosk_id)
@@ -41,6 +55,7 @@ def run(kiosk, stop: threading.Event, *, display_name: str | None, on_started=No
     try:
         display.run(stop)
     except Exception as exc:
+        dog.forget(watchdog.SCREEN)     # no screen loop any more: the background loop alone proves us alive
         # a broken screen must not stop forwarding: carry on headless
         log.error("display plugin %s failed; carrying on headless: %s", display_name,
                   f"{type(exc).__name__}: {exc}".splitlines()[0])
@@ -49,6 +64,7 @@ def run(kiosk, stop: threading.Event, *, display_name: str | None, on_started=No
         while headless_after_screen and not stop.is_set():
             stop.wait(1)
     finally:
+        dog.stopping()                  # before the wait for the forwarder: systemd stops watching now
         stop.set()
         kiosk.wake.set()
         worker.join(timeout=30)

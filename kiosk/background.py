@@ -13,9 +13,12 @@ import threading
 
 from datetime import datetime, timedelta, timezone
 
+from .disk_space import DiskWatch
 from .forwarding import due
 from .interfaces import StoreAlarm, optional
 from .payment import iso
+from .status import store_alarms
+from .watchdog import BACKGROUND, heartbeat, wait as watchdog_wait
 
 log = logging.getLogger("kiosk.engine")     # the engine's log lines keep their name
 
@@ -33,7 +36,8 @@ def prune_history(kiosk, stop: threading.Event) -> int:
     if not keep_days or prune is None or not kiosk.online:
         return 0
     stripe_now = optional(kiosk.sync, "Forwarder", "stripe_now")
-    now = datetime.fromtimestamp(stripe_now(), timezone.utc) if stripe_now else kiosk.clock()
+    stripe_at = stripe_now() if stripe_now else None
+    now = datetime.fromtimestamp(stripe_at, timezone.utc) if stripe_at is not None else kiosk.clock()
     before = iso(now - timedelta(days=keep_days))
     forgotten = 0
     for _ in range(PRUNE_STEPS):
@@ -49,28 +53,42 @@ def prune_history(kiosk, stop: threading.Event) -> int:
 
 def run(kiosk, stop: threading.Event) -> None:
     """Forward whenever Stripe is reachable, send reminders, tidy the store.
-    Sleeps between checks (battery): wakes early on ``kiosk.wake``."""
+    Sleeps between checks (battery): wakes early on ``kiosk.wake``.  Ticks
+    systemd's watchdog at every pass, per payment forwarded and while asleep
+    (:mod:`kiosk.watchdog`): a pass stuck anywhere else stops the beats."""
     poll = kiosk.config["sync"]["poll_seconds"]
+    for line in store_alarms(kiosk.store):    # damage salvaged earlier: on the screen and the light each start
+        kiosk.telling.alert_store(line)
+    disk = DiskWatch(kiosk)       # free space: a notice as it falls below [storage] min_free_mb, not every poll
     while not stop.is_set():
+        heartbeat(BACKGROUND)
         forced = kiosk.wake.is_set()
         kiosk.wake.clear()
         try:
+            disk.check()
             if kiosk.check_online():
                 if any(due(p, kiosk.clock()) for p in kiosk.store.live()) or forced:
-                    kiosk.forward(force=forced, stop=stop)
+                    kiosk.forward(force=forced, stop=stop,
+                                  progress=lambda done, total: heartbeat(BACKGROUND))
                 else:
                     kiosk.note_synced()
-            elif optional(kiosk.sync, "Forwarder", "key_rejected"):
-                kiosk.telling.alert_key("Stripe rejected the API key")
+            elif (key := kiosk.health.key_problem()) is not None:
+                kiosk.telling.alert_key("Stripe rejected the API key" if key == "rejected"
+                                        else kiosk.sync_problem() or "no API key is set", missing=key == "missing")
             if kiosk.online and kiosk.health.readiness_older_than(READINESS_SECONDS):
                 kiosk.readiness()     # asked while online: offline, Stripe's lines could not be checked
+            kiosk.health.check_clock()      # tells the vendor when the clock stops (or starts) being trusted
             kiosk.remind()
+            kiosk.selling.write_shown()
+            kiosk.timekeeper.save()         # the last known good time, a few minutes apart at most
             kiosk.store.maintain()
             prune_history(kiosk, stop)
         except StoreAlarm as exc:      # damage found while running: the vendor must see it, not only the log
-            kiosk.telling.alert_store(str(exc))
-        except Exception:
-            log.exception("background forwarding pass failed; trying again in %.0f s", poll)
-        kiosk.wake.wait(poll)
+            if not disk.failed(exc):   # a full disk is told as one, once: it is no damage
+                kiosk.telling.alert_store(str(exc))
+        except Exception as exc:
+            if not disk.failed(exc):   # a full disk: told once, tried again at the next poll
+                log.exception("background forwarding pass failed; trying again in %.0f s", poll)
+        watchdog_wait(kiosk.wake, poll, BACKGROUND)
         if stop.is_set():
             break

@@ -83,8 +83,9 @@ def open_kiosk(path: Path, *, create: bool = False, host: Host | None = None,
     for name in config["notifier"]["use"]:
         host.optional_plugin(name, "kiosk_notify")      # a broken notifier is skipped, never fatal
     storage_name = config["storage"]["use"]
+    # the storage plugin also gets the core's [storage] section (path, keep_days, mirror)
     store = host.call_on(storage_name, "kiosk_open_storage",
-                         settings=plugin_settings(host, config, storage_name),
+                         settings={**plugin_settings(host, config, storage_name), "storage": config["storage"]},
                          data_dir=config.data_dir, create=create)
     report = ReaderReport()
     try:

@@ -6,10 +6,27 @@ for scripts and tests:
     1  a sale declined, refused or not confirmed; ``kiosk check``: not ready
     2  usage, configuration or plugin error
     3  Stripe unreachable (``kiosk sync``; nothing changed)
-    4  Stripe rejected the API key (``kiosk sync``; nothing lost)
+    4  no usable Stripe API key: none is set, or Stripe rejected it
+       (``kiosk sync``; nothing sent, nothing lost)
     5  the queue on disk cannot be trusted, or another kiosk process holds it
+       (a file that is damaged but still partly reads is salvaged instead:
+       the kiosk opens, alarms, and ``kiosk recover`` exits 1 if something
+       could not be read)
+       (while ``kiosk run`` holds it, it runs ``status``, ``queue``,
+       ``notices``, ``sync`` and ``charge`` itself: kiosk/local_socket.py)
+    6  ``kiosk export``/``import``: the export file cannot be written (exists,
+       disk full, read-only) or read (wrong passphrase, cut, changed, another
+       format version): nothing changed on either kiosk -- or it was written
+       and the queue could not record the move (said so; never charged twice)
+    7  the data partition refused a write, any command: disk full (or over
+       quota), or a write error (the card failing).  What is stored is intact
+       and nothing is shown done that is not stored; ``kiosk charge`` says
+       how far the sale got ("not stored — disk full", "charged at Stripe —
+       do not charge again", ...)
 
-Errors are one line on stderr.  Never prints a card number, token or API key.
+Errors are one line on stderr.  Never prints a card number, token or API key:
+a value that looks like a card number (kiosk/card_numbers.py) is refused with
+exit 2 without being repeated.
 """
 from __future__ import annotations
 
@@ -26,6 +43,7 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
+from .card_numbers import refuse_card_number
 from .config import ConfigError, default_path
 from .host import PluginError, package_version
 from .interfaces import ReaderError, StoreAlarm, StoreBusy
@@ -33,6 +51,9 @@ from .money import MoneyError, format_amount, parse_amount
 from .payment import iso
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_OFFLINE, EXIT_AUTH, EXIT_STORE = 0, 1, 2, 3, 4, 5
+EXIT_EXPORT_FILE = 6
+PASSPHRASE_ENV = "KIOSK_PASSPHRASE"     # for scripts; a passphrase is never taken on the command line
+EXIT_DISK = 7
 
 
 class Fail(Exception):
@@ -42,6 +63,8 @@ class Fail(Exception):
 
 
 def _open(args, create: bool = False):
+    if getattr(args, "running", None) is not None:     # served by `kiosk run`: its own kiosk, already open
+        return args.running
     from .boot import open_kiosk
     return open_kiosk(Path(args.config), create=create)
 
@@ -56,7 +79,8 @@ def cmd_init(args) -> int:
     from .boot import load_config, load_host
     host = load_host()
     config = load_config(host, Path(args.config))
-    key_existed = (config.data_dir / "kiosk.key").exists()
+    # kiosk.key, or the same key sealed to this Pi ([storage.tinydb] key_protector = "device")
+    key_existed = any((config.data_dir / name).exists() for name in ("kiosk.key", "kiosk.key.device"))
     kiosk = _open(args, create=True)
     try:
         print(f"data directory: {config.data_dir}")
@@ -68,7 +92,8 @@ def cmd_init(args) -> int:
 
 def _confirm_prompt(args):
     def confirm(offer) -> bool:
-        print(f"Stripe cannot be reached. Store this sale offline? "
+        # the reason as it is: a missing or rejected key is not "unreachable" (the sale is sent once it is fixed)
+        print(f"{offer.reason[:1].upper()}{offer.reason[1:]}. Store this sale offline? "
               f"{format_amount(offer.amount, offer.currency)} — {offer.left}", file=sys.stderr)
         print(f"  {offer.risk_note}", file=sys.stderr)
         if args.yes:
@@ -81,7 +106,13 @@ def _confirm_prompt(args):
 
 
 def cmd_charge(args) -> int:
-    kiosk = _open(args)
+    try:
+        kiosk = _open(args)
+    except (StoreAlarm, OSError) as exc:
+        line = _disk_line(args, exc)
+        if line is None:
+            raise
+        raise Fail(f"{line} — no sale taken: nothing stored, nothing charged", EXIT_DISK) from None
     try:
         currency = args.currency or kiosk.config.currency
         try:
@@ -96,12 +127,14 @@ def cmd_charge(args) -> int:
             raise Fail(str(exc)) from None
         if args.json:
             _print_json({"status": result.status, "message": result.message, "limit": result.limit,
-                         "payment": result.payment.public() if result.payment else None})
+                         "disk": result.disk, "payment": result.payment.public() if result.payment else None})
         else:
             what = f"{format_amount(amount, currency)}"
             if result.payment:
                 what += f" {result.payment.card.brand} •••• {result.payment.card.last4} ({result.payment.id})"
             print(f"{result.status.upper().replace('_', ' ')}: {what} — {result.message}")
+        if result.disk:
+            return EXIT_DISK
         return EXIT_OK if result.ok else EXIT_REFUSED
     finally:
         kiosk.close()
@@ -129,7 +162,8 @@ def cmd_queue(args) -> int:
             out.write("\n]\n")
             return EXIT_OK
         for p in itertools.chain(pending, settled):
-            tail = p.payment_intent or (f"{p.decline_code or 'refused'}: {p.message}" if p.state == "failed" else "")
+            tail = p.payment_intent or (f"{p.decline_code or 'refused'}: {p.message}" if p.state == "failed" else
+                                        p.message if p.state == "moved" else "")
             print(f"{p.created_at}  {p.state:<10} {format_amount(p.amount, p.currency):>14}  "
                   f"{p.card.brand} •••• {p.card.last4}  {'offline' if p.offline else 'online '}  {p.id}  {tail}")
             shown += 1
@@ -176,9 +210,9 @@ def cmd_sync(args) -> int:
             print(f"succeeded {report.succeeded}, failed {report.failed}, pending {report.pending}")
             if report.auth_error:
                 print(f"error: {report.auth_error}; forwarding stopped, payments kept", file=sys.stderr)
-        if not report.reached:
-            return EXIT_OFFLINE
-        return EXIT_AUTH if report.auth_error else EXIT_OK
+        if report.auth_error:          # no key, or a rejected one: the vendor must fix the key
+            return EXIT_AUTH
+        return EXIT_OK if report.reached else EXIT_OFFLINE
     finally:
         kiosk.close()
 
@@ -205,11 +239,44 @@ def cmd_status(args) -> int:
                   f"{format_amount(lim['left'], code)} left of {format_amount(lim['total'], code)}, "
                   f"{lim['count']} payments")
         print(f"last sync: {status['last_sync_at'] or 'never'}")
+        clock = status["clock"]
+        print(f"clock: {'trusted' if clock['trusted'] else 'NOT TRUSTED — ' + clock['why']}"
+              f" (counting from {clock['kiosk_time']})")
         reader = status["reader"]
         print(f"reader: {reader['name']}{'' if reader['supports_offline'] else ' (online only)'}")
+        if status.get("sales_paused"):
+            print(f"SALES PAUSED: {status['sales_paused']}")
+        for key, value in status.items():      # what plugins add (kiosk_status): one line each
+            if isinstance(value, dict) and isinstance(value.get("line"), str):
+                print(f"{key}: {value['line']}")
         for line in status["plugin_trouble"].values():
             print(f"plugin skipped: {line}")
+        for line in status["store_alarms"]:
+            print(f"ALARM: {line}")
+        disk = status["disk"]
+        if disk is not None:
+            print(f"disk: {disk['free_mb']:.1f} MB free of {disk['total_mb']:.1f} MB" + (
+                f" — LOW: below [storage] min_free_mb = {disk['min_free_mb']:g}; free some space before "
+                "sales cannot be stored" if disk["low"] else ""))
         return EXIT_OK
+    finally:
+        kiosk.close()
+
+
+def cmd_recover(args) -> int:
+    """0: nothing was lost, or everything was salvaged; 1: some of it could
+    not be read (each such line says "could not read: ...")."""
+    from .interfaces import optional
+    kiosk = _open(args)
+    try:
+        recover = optional(kiosk.store, "PaymentStore", "recover")
+        if recover is None:
+            raise Fail(f"the storage plugin {kiosk.config['storage']['use']} cannot recover damage itself")
+        lines = recover()
+        for line in lines:
+            print(line)
+        lost = [line for line in lines if "could not read: " in line and "could not read: nothing" not in line]
+        return EXIT_REFUSED if lost else EXIT_OK
     finally:
         kiosk.close()
 
@@ -220,10 +287,14 @@ def cmd_check(args) -> int:
     from .interfaces import Readiness
     try:
         kiosk = _open(args)
-    except (StoreAlarm, StoreBusy) as exc:
+    except (StoreAlarm, StoreBusy, OSError) as exc:
+        full = None if isinstance(exc, StoreBusy) else _disk_line(args, exc)
+        if isinstance(exc, OSError) and full is None:
+            raise
         advice = ("the running kiosk holds it: its Sync page shows whether it is ready" if isinstance(exc, StoreBusy)
+                  else "nothing can be stored until there is room" if full
                   else "the queue must be looked at before selling (see docs)")
-        lines = [Readiness("queue", False, str(exc), advice), *_processor_lines(args)]
+        lines = [Readiness("queue", False, full or str(exc), advice), *_processor_lines(args)]
     else:
         try:
             lines = kiosk.readiness()
@@ -282,18 +353,119 @@ def cmd_notices(args) -> int:
         kiosk.close()
 
 
+def _passphrase(args, twice: bool) -> str:
+    """From ``--passphrase-file`` (first line; not readable by others), ``$KIOSK_PASSPHRASE``,
+    or asked on the terminal (twice to export); never from the command line."""
+    import getpass
+    import stat
+    from .export_file import MIN_PASSPHRASE
+    if args.passphrase_file:
+        try:
+            mode = os.stat(args.passphrase_file).st_mode
+            text = Path(args.passphrase_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeError) as exc:
+            raise Fail(f"cannot read passphrase file {args.passphrase_file}: {getattr(exc, 'strerror', None) or exc}")
+        if stat.S_ISREG(mode) and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise Fail(f"passphrase file {args.passphrase_file} is readable by others: chmod 600 {args.passphrase_file}")
+        passphrase = text.splitlines()[0] if text else ""
+    elif os.environ.get(PASSPHRASE_ENV):
+        passphrase = os.environ[PASSPHRASE_ENV]
+    elif sys.stdin.isatty():
+        passphrase = getpass.getpass("Passphrase for the export file: ")
+        if twice and getpass.getpass("The same passphrase again: ") != passphrase:
+            raise Fail("the two passphrases differ; nothing written")
+    else:
+        raise Fail(f"no passphrase: give --passphrase-file FILE or set {PASSPHRASE_ENV} (never on the command line)")
+    if not passphrase:
+        raise Fail("the passphrase is empty")
+    if twice and len(passphrase) < MIN_PASSPHRASE:
+        raise Fail(f"the passphrase is too short: at least {MIN_PASSPHRASE} characters")
+    return passphrase
+
+
+def _totals(payments) -> str:
+    by_currency: dict[str, int] = {}
+    for p in payments:
+        by_currency[p.currency] = by_currency.get(p.currency, 0) + p.amount
+    return ", ".join(format_amount(amount, code) for code, amount in sorted(by_currency.items())) or "nothing"
+
+
+def cmd_export(args) -> int:
+    from . import moving
+    from .export_file import ExportFileError
+    path = Path(args.file)
+    kiosk = _open(args)
+    try:
+        if not args.dry_run and not args.all and not kiosk.store.live():
+            print("nothing to export: no pending payments (--all copies the settled ones too)")
+            return EXIT_OK
+        passphrase = None if args.dry_run else _passphrase(args, True)
+        try:
+            done = moving.export_payments(kiosk, path, passphrase, include_settled=args.all, dry_run=args.dry_run)
+        except (ExportFileError, moving.MoveNotRecorded) as exc:
+            raise Fail(str(exc), EXIT_EXPORT_FILE) from None
+        if args.json:
+            _print_json({"file": str(path), "dry_run": args.dry_run, "moved": [p.public() for p in done.pending],
+                         "settled_copied": done.settled})
+            return EXIT_OK
+        if args.dry_run:
+            for p in done.pending:
+                print(f"{p.created_at}  {p.state:<10} {format_amount(p.amount, p.currency):>14}  "
+                      f"{p.card.brand} •••• {p.card.last4}  {p.id}")
+        verb = ("would move", "would copy") if args.dry_run else ("moved", "copied")
+        copied = f" and {verb[1]} {done.settled} settled" if args.all else ""
+        print(f"{verb[0]} {len(done.pending)} pending payment(s) ({_totals(done.pending)}){copied} to {path}"
+              + ("; nothing written" if args.dry_run else
+                 f": this kiosk no longer forwards them. On the other kiosk: kiosk import {path}"))
+        return EXIT_OK
+    finally:
+        kiosk.close()
+
+
+def cmd_import(args) -> int:
+    from . import moving
+    from .export_file import ExportFileError
+    passphrase = _passphrase(args, False)
+    kiosk = _open(args)
+    try:
+        try:
+            done = moving.import_payments(kiosk, Path(args.file), passphrase)
+        except ExportFileError as exc:
+            raise Fail(str(exc), EXIT_EXPORT_FILE) from None
+        if args.json:
+            _print_json({"file": args.file, "source_kiosk": done.source, "exported_at": done.exported_at,
+                         "added": [p.public() for p in done.added], "settled_added": done.settled_added,
+                         "already_here": done.known})
+            return EXIT_OK
+        known = ", ".join(f"{n} {state}" for state, n in sorted(done.known.items()))
+        print(f"imported {len(done.added)} pending payment(s) ({_totals(done.added)}) and {done.settled_added} "
+              f"settled from {args.file} (exported by kiosk {done.source} at {done.exported_at})"
+              f"{'; already here: ' + known if known else ''}")
+        for code in sorted({p.currency for p in done.added}):
+            limits = kiosk.effective_limits(code)
+            if limits is None:
+                print(f"no offline limit for {code.upper()} here: its imported payments are forwarded all the same")
+                continue
+            print(f"offline limit {code.upper()}: {format_amount(kiosk.stored(code).amount, code)} waiting of "
+                  f"{format_amount(limits.total, code)} — an import is never refused by the limits, but counts "
+                  f"towards them: new offline sales may be refused until these are forwarded")
+        return EXIT_OK
+    finally:
+        kiosk.close()
+
+
 def cmd_run(args) -> int:
-    from . import appliance
+    from . import appliance, local_socket
     from .boot import open_kiosk
     from .safe_mode import Startup
     startup = Startup(Path(args.config))
     safe = ("Asked for with --safe" if args.safe else
             "The last start did not complete" if startup.last_failed() else False)
-    startup.begin()
     try:
+        startup.begin()
         kiosk = open_kiosk(Path(args.config), safe_mode=safe)
     except BaseException:
-        startup.complete()      # a start that failed and said why (exit 2, 5) is no crash: no safe mode for it
+        startup.complete()      # a start that failed and said why (exit 2, 5, 7) is no crash: no safe mode for it
         raise
     stop = threading.Event()
 
@@ -304,7 +476,8 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         display_name = None if args.headless else (kiosk.config["display"]["use"] or None)
-        appliance.run(kiosk, stop, display_name=display_name, on_started=startup.complete)
+        with local_socket.serving(kiosk, stop):
+            appliance.run(kiosk, stop, display_name=display_name, on_started=startup.complete)
         return EXIT_OK
     finally:
         kiosk.close()
@@ -385,8 +558,20 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
     add("status", cmd_status, "online or offline, what is waiting, limits in force")
     add("check", cmd_check, "ready to sell offline? the Stripe key, API version, clock, reader and queue")
     add("plugins", cmd_plugins, "list loaded plugins")
+    add("recover", cmd_recover, "after a store alarm: salvage what still reads, say exactly what could not "
+        "be read, clear the alarm", json_flag=False)
     p = add("notices", cmd_notices, "the notice feed, newest last")
     p.add_argument("--limit", type=int, default=50)
+    p = add("export", cmd_export, "move pending payments into an encrypted file, for another kiosk or a new card")
+    p.add_argument("file", help="the export file to write (never overwritten)")
+    p.add_argument("--all", action="store_true", help="copy the settled payments too (they stay here as well)")
+    p.add_argument("--dry-run", action="store_true", help="list what would move; write nothing")
+    p.add_argument("--passphrase-file", help=f"read the passphrase from this file's first line (else ${PASSPHRASE_ENV}, "
+                                             "else asked twice)")
+    p = add("import", cmd_import, "add the payments of an export file that this kiosk does not hold yet")
+    p.add_argument("file", help="an export file written by `kiosk export`")
+    p.add_argument("--passphrase-file", help=f"read the passphrase from this file's first line (else ${PASSPHRASE_ENV}, "
+                                             "else asked)")
     p = add("run", cmd_run, "the appliance loop: forward in the background, remind, show the screen", json_flag=False)
     p.add_argument("--headless", action="store_true", help="no display plugin")
     p.add_argument("--safe", action="store_true",
@@ -402,11 +587,20 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
     return parser
 
 
-CORE_COMMANDS = ("init", "charge", "queue", "sync", "status", "check", "plugins", "notices", "run", "demo")
+CORE_COMMANDS = ("init", "charge", "queue", "sync", "status", "check", "plugins", "notices", "run", "demo",
+                 "recover", "export", "import")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        # before argparse, whose errors repeat a bad value: a card number is never printed back
+        for value in argv:
+            if os.sep not in value:          # a file's path is not free text (temp folders hold digits)
+                refuse_card_number(value, "a command-line value")
+    except ValueError as exc:
+        print(f"kiosk: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     command = next((a for a in argv if not a.startswith("-")), None)
     extra = []
     if command not in CORE_COMMANDS:      # a plugin's command, --help, or a typo: ask the plugins
@@ -418,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(extra)
     args = parser.parse_args(argv)
     args.config_given = args.config is not None
+    args.argv = argv
     if args.config is None:
         args.config = str(default_path())
     quiet = args.command != "run"   # notices go to the feed; the log is for the appliance
@@ -425,6 +620,19 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("stripe", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return run_command(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `kiosk queue --all | head`: the reader has what it wanted; nothing failed here
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def run_command(args) -> int:
+    """``args.func(args)`` under the error rules above: one line on stderr and
+    the exit code.  ``kiosk run`` runs the commands it serves through it too."""
     try:
         return args.func(args)
     except Fail as exc:
@@ -437,14 +645,46 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kiosk: error: reader: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (StoreAlarm, StoreBusy) as exc:
+        line = _disk_line(args, exc) if isinstance(exc, StoreAlarm) else None
+        if line is not None:          # a full card is no damage: what is stored is intact
+            print(f"kiosk: {line}", file=sys.stderr)
+            return EXIT_DISK
+        if isinstance(exc, StoreBusy) and getattr(args, "running", None) is None:
+            code = _ask_running_kiosk(args)
+            if code is not None:
+                return code
         print(f"kiosk: alarm: {exc}", file=sys.stderr)
         return EXIT_STORE
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        # `kiosk queue --all | head`: the reader has what it wanted; nothing failed here
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+    except OSError as exc:
+        line = _disk_line(args, exc)
+        if line is None:
+            raise
+        print(f"kiosk: {line}", file=sys.stderr)
+        return EXIT_DISK
+
+
+def _disk_line(args, exc: BaseException) -> str | None:
+    """One line when ``exc`` is the data partition refusing a write (see
+    :mod:`kiosk.disk_space`), None for anything else."""
+    from . import disk_space
+    from .boot import load_config, load_host
+    try:
+        data_dir = load_config(load_host(), Path(args.config)).data_dir
+    except Exception:          # the line can do without the path
+        data_dir = None
+    trouble = disk_space.disk_trouble(exc, data_dir)
+    return None if trouble is None else disk_space.describe(trouble, data_dir)
+
+
+def _ask_running_kiosk(args) -> int | None:
+    """The queue is held: if ``kiosk run`` holds it and the command is one it
+    serves, it runs it (same output, same exit code); ``None`` otherwise."""
+    from . import local_socket
+    from .boot import load_config, load_host
+    if args.command not in local_socket.COMMANDS:
+        return None
+    data_dir = load_config(load_host(), Path(args.config)).data_dir
+    return local_socket.ask(data_dir, args.argv, args.command)
 
 
 if __name__ == "__main__":

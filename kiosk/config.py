@@ -11,10 +11,11 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import platformdirs
 
+from .card_numbers import refuse_card_number
 from .money import MoneyError, currency_code
 
 OFFLINE_BEHAVIORS = ("prefer_online", "require_online", "force_offline")
@@ -30,13 +31,15 @@ class ConfigError(Exception):
 class Setting:
     """One declared key: its type (``str``, ``int``, ``float``, ``bool``,
     ``list``, ``dict``), default and one-line description.  ``choices`` limits
-    a ``str``."""
+    a ``str``; ``check(value)`` returns one line saying what is wrong, or
+    ``None`` (a folder that must exist...)."""
     type: type
     default: Any
     help: str = ""
     choices: tuple = ()
     item_type: type | None = None   # for lists
     path: bool = False              # a file path: relative to the config file's folder
+    check: Callable[[Any], str | None] | None = None  # the value (a path resolved) -> one line of trouble, or None
 
 
 CORE_SETTINGS: dict[str, dict[str, Setting]] = {
@@ -49,13 +52,20 @@ CORE_SETTINGS: dict[str, dict[str, Setting]] = {
         "reminder_hours": Setting(list, [12.0, 20.0, 23.0],
                                   "Remind the vendor when the oldest pending payment is this many hours old",
                                   item_type=float),
+        "clock_tolerance_seconds": Setting(float, 300.0, "How far the system clock may be from Stripe's, or "
+                                           "behind what the kiosk can prove, before it is not trusted"),
     },
     "storage": {
         "use": Setting(str, "tinydb", "Storage plugin"),
         "path": Setting(str, "", "Data directory (default: the platform's user data directory)", path=True),
+        "mirror": Setting(str, "", "A second copy of the queue in this folder (a USB stick, another "
+                          "partition): every sale lands in both before it is approved; each heals the other",
+                          path=True),
         "keep_days": Setting(int, 0, "Forget settled payments this many days after they settled "
                              "(0: keep everything; Stripe keeps the ledger). Never a pending or "
                              "unresolved one"),
+        "min_free_mb": Setting(float, 64.0, "Warn (`kiosk status`, a notice) when the data partition has "
+                               "less free space than this, in MB, before sales cannot be stored"),
     },
     "sync": {
         "use": Setting(str, "stripe", "Sync plugin"),
@@ -163,6 +173,13 @@ def _flatten(raw: dict, prefix: str = "") -> dict[str, dict]:
 def _check(section: str, key: str, value: Any, setting: Setting) -> Any:
     where = f"[{section}] {key}"
     kind = setting.type
+    for item in value if isinstance(value, list) else [value]:
+        # a path is not free text (a temp folder's name may hold a long run of digits)
+        if isinstance(item, (str, int)) and not isinstance(item, bool) and not setting.path:
+            try:    # before any message below repeats the value: a card number is never printed back
+                refuse_card_number(str(item), f"config {where}")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
     if isinstance(value, bool) and kind is not bool:
         raise ConfigError(f"config {where} must be {kind.__name__}, not {value!r}")
     if kind is float and isinstance(value, int):
@@ -213,6 +230,9 @@ def check(raw: dict, schema: dict[str, dict[str, Setting]], path: Path | None = 
             value = values[section][key]
             if setting.path and value:
                 values[section][key] = str(resolve_path(base, value))
+            problem = setting.check(values[section][key]) if setting.check else None
+            if problem:     # the plugin's own rule: one line naming the key, as every setting
+                raise ConfigError(f"config [{section}] {key}: {problem}")
     config = Config(path=path, values=values)
     _check_core(config)
     return config

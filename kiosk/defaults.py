@@ -26,6 +26,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("standard_limits", "kiosk_builtins.standard_limits"),
     ("status_light", "kiosk_builtins.status_light"),
     ("touchscreen", "kiosk_builtins.touchscreen"),
+    ("power", "kiosk_builtins.power"),
 )
 
 

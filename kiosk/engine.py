@@ -20,7 +20,8 @@ the work, each in its own module --
 - :mod:`kiosk.reminders`: the 24-hour window, "last synced", follow-ups;
 - :mod:`kiosk.status`: online or not, ``kiosk status``, readiness;
 - :mod:`kiosk.telling`: notices, the payment-changed hook, once-only alarms;
-- :mod:`kiosk.background`: the loop ``kiosk run`` keeps going.
+- :mod:`kiosk.background`: the loop ``kiosk run`` keeps going;
+- :mod:`kiosk.clock`: which time the kiosk can defend (``clock``).
 
 The parts read the plugins' objects off the kiosk each time (the demo swaps
 the reader, tests the clock), and reach each other through it.  The facade
@@ -33,6 +34,7 @@ import threading
 from contextlib import contextmanager
 
 from . import background, notices
+from .clock import KioskClock
 from .forwarding import Forwarding, SyncReport
 from .interfaces import CardResult, Outcome, ReaderError, optional
 from .limits import History, LimitRefused, Limits, Stored
@@ -64,7 +66,9 @@ log = logging.getLogger("kiosk.engine")
 class Kiosk:
     def __init__(self, config, host, store, reader, sync, clock=utcnow):
         self.config, self.host, self.store, self.reader, self.sync = config, host, store, reader, sync
-        self.clock = clock
+        # the time the kiosk can defend (kiosk.clock): ``clock`` is the system clock it guards against
+        self.timekeeper = KioskClock(store, sync, config["kiosk"]["clock_tolerance_seconds"], system=clock)
+        self.clock = self.timekeeper
         self.wake = threading.Event()            # "sync now"
         self.telling = Telling(self, host.skipped)
         self.health = Health(self)
@@ -81,8 +85,14 @@ class Kiosk:
         for line in host.skipped.values():
             self.notify(notices.plugin_trouble(line))
         for storage in optional(store, "PaymentStore", "recovered"):
+            known = getattr(storage, "nothing_lost_known", True)
             self.notify(Notice(notices.STORE_RECOVERED, "Queue recovered after power loss",
-                               "an unfinished write was set aside; nothing acknowledged was lost", "warning"))
+                               "an unfinished write was set aside; " + (
+                                   "nothing acknowledged was lost" if known else
+                                   "this file keeps no record of what was acknowledged, so check the "
+                                   "last sales"), "warning"))
+        for line in optional(store, "PaymentStore", "healed"):
+            self.notify(Notice(notices.STORE_RECOVERED, "Queue copy healed", line, "warning"))
         self.forwarding.upgrade_requests()
         self.selling.tell_interrupted_sales()
 
@@ -229,6 +239,16 @@ class Kiosk:
 
     def close(self) -> None:
         self.host.call_isolated("kiosk_shutdown", kiosk=self.view)
+        try:
+            self.selling.write_shown()              # which offline sales were seen approved
+        except Exception as exc:                    # a full or damaged disk: one line; the next start tells
+            log.warning("which offline sales were shown approved was not recorded (the next start will "
+                        "name them): %s", (str(exc).splitlines() or [type(exc).__name__])[0])
+        try:
+            self.timekeeper.save()                  # the last known good time, for the next start
+        except Exception as exc:                    # a full or damaged disk: said once, in one line
+            log.warning("the clock's last known good time was not saved: %s",
+                        (str(exc).splitlines() or [type(exc).__name__])[0])
         for part in (self.reader, self.sync, self.store):
             try:
                 part.close()

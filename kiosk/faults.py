@@ -16,6 +16,12 @@ POINTS = (
     "settle:after_history",  # (built-in store) settled payment in history, still in the queue
     "migrate:after_batch",   # (built-in store) a batch of old history copied, more to come
     "migrate:before_unlink", # (built-in store) an old file copied, not yet deleted
+    "mirror:before_append",  # (built-in store, [storage] mirror) a record durable in the first copy only
+    "mirror:after_rename",   # (built-in store) a compacted first copy in place, the mirror still the old one
+    "seal:after_temp",       # (built-in store, key_protector = "device") sealed key written aside, not in place
+    "seal:after_link",       # (built-in store) sealed key durable, plain kiosk.key still there
+    "seal:after_aside",      # (built-in store) plain key renamed to .kiosk.key.erasing
+    "seal:after_overwrite",  # (built-in store) .kiosk.key.erasing overwritten, not yet removed
 )
 # ``name#N`` stops at the Nth time the point is reached
 _CRASH_NAME, _, _CRASH_NTH = _CRASH_AT.partition("#")

@@ -109,11 +109,13 @@ class Forwarding:
         kiosk = self.kiosk
         with self._pass_lock:
             if not kiosk.check_online():
-                rejected = optional(kiosk.sync, "Forwarder", "key_rejected")
-                report = SyncReport(reached=rejected, pending=len(kiosk.store.live()),
-                                    auth_error="Stripe rejected the API key" if rejected else None)
-                if rejected:
-                    kiosk.telling.alert_key(report.auth_error)
+                key = kiosk.health.key_problem()       # a missing key is named as such, never "unreachable"
+                auth_error = {"rejected": "Stripe rejected the API key",
+                              "missing": kiosk.sync_problem() or "no API key is set"}.get(key)
+                report = SyncReport(reached=key == "rejected", pending=len(kiosk.store.live()),
+                                    auth_error=auth_error)
+                if auth_error:
+                    kiosk.telling.alert_key(auth_error, missing=key == "missing")
                 return report
             now = kiosk.clock()
             pending = [p for p in kiosk.store.live() if due(p, now, force)]

@@ -189,6 +189,21 @@ def kiosk_payment_changed(payment, previous_state):
 
 
 @hookspec
+def kiosk_status(kiosk):
+    """Add this plugin's part to ``kiosk status`` (a battery, a printer...).
+
+    :param kiosk: the :class:`kiosk.KioskView`.
+    :returns: ``{key: value}`` (JSON types), or ``None``.  Each key is added to
+        ``kiosk status --json``; a key the core or an earlier plugin already
+        has is left out (logged).  A value that is a dict with a ``"line"``
+        is printed by ``kiosk status`` as ``key: line``.
+    Called on every plugin each time the status is asked for (``kiosk status``,
+    screens): answer from what you already know -- no hardware waits, no
+    network.  Isolated.
+    """
+
+
+@hookspec
 def kiosk_sync_progress(done, total):
     """Forwarding is under way: ``done`` of ``total`` payments have an answer.
 

@@ -79,7 +79,11 @@ class Reader(Protocol):
 class StoreAlarm(Exception):
     """The queue on disk cannot be trusted (missing, empty, truncated, tampered,
     wrong key).  ``str()`` is one line naming the file; the kiosk refuses to
-    start rather than read it as an empty queue."""
+    start rather than read it as an empty queue.  A store that can salvage
+    damage opens instead, and lists it in its ``alarms()``."""
+    damaged = False      # the bytes are there but do not all read (a salvage may save the rest)
+    kept_aside = None    # where a copy of the damaged file was kept
+    problem = ""         # the problem alone, without the file's name
 
 
 class StoreBusy(Exception):
@@ -101,7 +105,7 @@ class PaymentStore(Protocol):
         """Payments still to forward (``pending`` and ``forwarding``), oldest first."""
 
     def settled(self, limit: int | None = None) -> Iterable:
-        """Succeeded and failed payments, newest first: at most ``limit``.
+        """Settled payments (succeeded, failed, moved), newest first: at most ``limit``.
         May be an iterator: a store holding years of history reads what is
         asked for, not everything.  A store may also take ``since`` (an ISO
         8601 UTC time): only payments taken at or after it."""
@@ -205,10 +209,13 @@ OPTIONAL_MEMBERS: dict[str, dict[str, object]] = {
         "problem": None,
         # the last online check was refused for the key
         "key_rejected": False,
+        # no API key is set: reachable() is False and nothing can be sent until one is
+        "key_missing": False,
         # the processor refuses the kiosk's own request (reachable() is then
         # False: sales go offline and are kept; the vendor is alarmed)
         "request_refused": None,
-        # stripe_now() -> float: the processor's clock (unix), for lookups
+        # stripe_now() -> float | None: the processor's clock (unix), for
+        # lookups and the kiosk's clock; None until the processor has answered
         "stripe_now": None,
         # reconcile(payments) -> set[str] | None: the ids, among payments this
         # kiosk never sent, that the processor already holds (restored data);
@@ -218,8 +225,20 @@ OPTIONAL_MEMBERS: dict[str, dict[str, object]] = {
     },
     "PaymentStore": {
         # files set aside at open after an unfinished write (a power cut): the
-        # vendor is told once that nothing acknowledged was lost
+        # vendor is told once; each has ``nothing_lost_known`` (False: the
+        # store cannot prove nothing acknowledged was lost)
         "recovered": (),
+        # one line per copy healed from the other at open ([storage] mirror):
+        # the vendor is told once
+        "healed": (),
+        # alarms() -> list[str]: damage found and salvaged but not yet dealt
+        # with, one line each; shown on the screen, the light and `kiosk
+        # status` until recover() clears them
+        "alarms": None,
+        # recover() -> list[str]: `kiosk recover`: salvage what still reads
+        # from every damaged copy, report exactly what could not be read
+        # (lines), and clear alarms()
+        "recover": None,
         # needing_follow_up() -> list[Payment]: settled payments whose
         # ``needs_follow_up`` is true, newest first, without reading the rest
         # (without it the kiosk looks through settled())
@@ -231,6 +250,13 @@ OPTIONAL_MEMBERS: dict[str, dict[str, object]] = {
         "prune": None,
         # settled_count() -> int: settled payments held, cheaply (kiosk status)
         "settled_count": None,
+        # move_out(payments): payments already moved to ``moved`` (exported) leave
+        # the queue for history in one durable step (without it: save() each)
+        "move_out": None,
+        # add_settled(payments) -> int: settled payments stored in one durable
+        # transaction, each unless already stored; returns how many were new
+        # (kiosk import --all; without it: add() each)
+        "add_settled": None,
     },
 }
 

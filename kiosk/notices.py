@@ -20,6 +20,7 @@ DECLINED = "declined"              # Stripe declined or refused a payment: follo
 REMINDER = "reminder"              # the 24-hour forwarding window is closing
 LIMIT_REACHED = "limit_reached"    # an offline sale was refused by a limit
 AUTH_FAILED = "auth_failed"        # Stripe rejected the API key; forwarding stopped
+KEY_MISSING = "key_missing"        # no API key is set: nothing is sent until one is; sales are kept
 ONLINE = "online"
 OFFLINE = "offline"
 STORE_RECOVERED = "store_recovered"
@@ -30,6 +31,12 @@ NEEDS_UPDATE = "needs_update"      # Stripe refused the kiosk's own request: sal
 PLUGIN_TROUBLE = "plugin_trouble"  # a notifier or display failed to load, is switched off, or raised: skipped
 SAFE_MODE = "safe_mode"            # only built-in plugins loaded (the last start did not complete, or --safe)
 STORE_ALARM = "store_alarm"        # the store found damage while running: what is stored is kept, get help
+CLOCK = "clock"                    # the clock is not known to be right (warning), or is again (success)
+DISK_LOW = "disk_low"              # free space on the data partition fell below [storage] min_free_mb
+DISK_FULL = "disk_full"            # the data partition refused a write (full, over quota, failing): nothing more is stored
+BATTERY_LOW = "battery_low"        # on battery and running low: plug in soon (a power plugin)
+BATTERY_CRITICAL = "battery_critical"  # nearly empty: new sales refused, the kiosk shuts down (a power plugin)
+POWER_RESTORED = "power_restored"  # back on mains power after a battery warning: sales go on (a power plugin)
 
 
 @dataclass(frozen=True)
@@ -91,10 +98,22 @@ def auth_failed(message: str) -> Notice:
                   f"{message} — forwarding stopped; payments are kept", "error")
 
 
+def key_missing(message: str) -> Notice:
+    return Notice(KEY_MISSING, "Stripe key missing",
+                  f"{message} — nothing is sent until one is set; payments are kept", "error")
+
+
 def interrupted(payment: Payment) -> Notice:
     return Notice(INTERRUPTED, "Online sale not confirmed",
                   f"{_what(payment)} taken {payment.created_at}: Stripe's answer was lost. It is kept and "
                   "will be settled when Stripe answers — do not charge the card again until then",
+                  "warning", payment.public())
+
+
+def offline_interrupted(payment: Payment) -> Notice:
+    return Notice(INTERRUPTED, "Offline sale may not have been shown",
+                  f"{_what(payment)} taken {payment.created_at}: the kiosk stopped just after storing it, perhaps "
+                  "before \"approved\" was shown. It is kept and will be charged — do not charge the card again",
                   "warning", payment.public())
 
 
@@ -111,10 +130,31 @@ def store_alarm(message: str) -> Notice:
                   "checked (`kiosk status`)", "error")
 
 
+def disk_low(free_mb: float, min_free_mb: float) -> Notice:
+    return Notice(DISK_LOW, "Disk space low", f"{free_mb:.1f} MB free on the data partition (below "
+                  f"[storage] min_free_mb = {min_free_mb:g}) — free some space before sales cannot be stored",
+                  "warning")
+
+
+def disk_trouble(full: bool, line: str) -> Notice:
+    return Notice(DISK_FULL, "Disk full" if full else "Disk write error",
+                  f"{line} — new sales are refused until it is fixed; a sale already charged is "
+                  "settled once it can be written: do not charge a card twice", "error")
+
+
 def needs_update(message: str) -> Notice:
     return Notice(NEEDS_UPDATE, "This kiosk needs an update",
                   f"{message} — offline sales are kept and sent once it is updated; "
                   "online sales are not charged until then", "error")
+
+
+def clock_untrusted(why: str) -> Notice:
+    return Notice(CLOCK, "Clock not trusted", f"{why} — connect the kiosk to the network to check it", "warning")
+
+
+def clock_trusted(source: str | None) -> Notice:
+    where = "Stripe's clock" if source == "stripe" else "network time"
+    return Notice(CLOCK, "Clock checked", f"the clock agrees with {where}", "success")
 
 
 def plugin_trouble(line: str) -> Notice:

@@ -5,6 +5,7 @@ States::
     pending ──> forwarding ──> succeeded
        ^            │    └───> failed      (declined, or permanently refused)
        └────────────┘  retry later (network, 429, 5xx, outcome unknown)
+    pending, forwarding ──> moved          (exported to another kiosk: final here)
 
 Every move between states, and every change to the attempt bookkeeping below,
 is made in :mod:`kiosk.payment_states` (which also checks the move is allowed).
@@ -23,6 +24,10 @@ from datetime import datetime, timezone
 PENDING, FORWARDING, SUCCEEDED, FAILED = "pending", "forwarding", "succeeded", "failed"
 STATES = (PENDING, FORWARDING, SUCCEEDED, FAILED)
 LIVE_STATES = (PENDING, FORWARDING)
+# left this kiosk in an export file (``kiosk export``): final here, kept in
+# history, never forwarded from here; ``message`` names the file and the time
+MOVED = "moved"
+SETTLED_STATES = (SUCCEEDED, FAILED, MOVED)
 
 
 def utcnow() -> datetime:
@@ -83,7 +88,7 @@ class Payment:
 
     @property
     def settled(self) -> bool:
-        return self.state in (SUCCEEDED, FAILED)
+        return self.state in SETTLED_STATES
 
     def created(self) -> datetime:
         return parse_iso(self.created_at)

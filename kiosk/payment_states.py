@@ -8,8 +8,9 @@ States and the moves allowed between them (``MOVES``)::
        └──────────┘  └──┘
     retry later,     a crash cut the attempt short:
     declined for now the next one begins from forwarding
+    pending, forwarding ──> moved          (exported: another kiosk forwards it)
 
-``succeeded`` and ``failed`` are final.  Besides the state, the moves here are
+``succeeded``, ``failed`` and ``moved`` are final.  Besides the state, the moves here are
 the only writers of a payment's attempt bookkeeping (``attempts``,
 ``next_attempt_at``, ``settled_at``, ``decline_code``, ``message``,
 ``last_outcome``, ``soft_declines`` ...) and of the vendor's marks on it
@@ -26,15 +27,16 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from .interfaces import Outcome, Request
-from .payment import FAILED, FORWARDING, LIVE_STATES, PENDING, SUCCEEDED, Payment, iso
+from .payment import FAILED, FORWARDING, LIVE_STATES, MOVED, PENDING, SUCCEEDED, Payment, iso
 
 MOVES: dict[str, frozenset[str]] = {
-    PENDING: frozenset({FORWARDING}),
+    PENDING: frozenset({FORWARDING, MOVED}),
     # an attempt ends pending (retry later, declined for now) or settled; a crash
     # between the mark and the answer leaves it forwarding, and the next attempt starts from there
-    FORWARDING: frozenset({FORWARDING, PENDING, SUCCEEDED, FAILED}),
+    FORWARDING: frozenset({FORWARDING, PENDING, SUCCEEDED, FAILED, MOVED}),
     SUCCEEDED: frozenset(),
     FAILED: frozenset(),
+    MOVED: frozenset(),
 }
 
 
@@ -137,6 +139,14 @@ def retry_later(payment: Payment, now: datetime, message: str, delay_seconds: fl
     _move(payment, PENDING)
     payment.message = message
     payment.next_attempt_at = iso(now + timedelta(seconds=delay_seconds))
+
+
+def moved_out(payment: Payment, now: datetime, note: str) -> None:
+    """The payment left this kiosk in an export file, durable before this
+    move: never forwarded from here again; ``note`` says where and when."""
+    _move(payment, MOVED)
+    payment.message, payment.settled_at = note, iso(now)
+    payment.next_attempt_at = None
 
 
 # -- the vendor's marks ------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .card_numbers import PHONE_ADVICE, refuse_card_number
 from .limits import Limits, Stored, describe_left
 from .payment import Payment
 
@@ -15,6 +16,23 @@ WINDOW_HOURS = 24.0     # Stripe keeps an offline payment's idempotency key this
 
 APPROVED, APPROVED_OFFLINE, DECLINED, REFUSED, CANCELLED, UNCONFIRMED = (
     "approved", "approved_offline", "declined", "refused", "cancelled", "unconfirmed")
+
+# SaleResult.disk: how far a sale got when the data partition refused a write (full, over quota, failing)
+NOT_STORED = "not_stored"                    # nothing stored, nothing charged: take the sale again later
+KEPT_NOT_CHARGED = "kept_not_charged"        # stored, never sent: charged once it can be written
+CHARGED_NOT_STORED = "charged_not_stored"    # Stripe charged it; the kiosk records it once it can write
+SENT_NOT_STORED = "sent_not_stored"          # sent; Stripe's answer could be neither checked nor recorded
+MAYBE_STORED = "maybe_stored"                # the card failed mid-write: the sale may be kept
+
+
+# OfflineOffer.because: why Stripe cannot take the sale now, in words.  A key
+# missing or rejected is named as such, never "unreachable": the vendor must fix it.
+OFFLINE_BECAUSE = {
+    "unreachable": "Stripe cannot be reached",
+    "key_missing": "no Stripe API key is set",
+    "key_rejected": "Stripe rejected the API key",
+    "request_refused": "Stripe refuses this kiosk's requests (it needs an update)",
+}
 
 
 @dataclass
@@ -27,10 +45,16 @@ class OfflineOffer:
     customer: str | None = None   # the confirm step may fill this in, for follow-up
     risk_note: str = ("Offline: the card is checked only when the kiosk is back online; "
                       "a decline then is the vendor's loss.")
+    because: str = "unreachable"  # a key of OFFLINE_BECAUSE
 
     @property
     def left(self) -> str:
         return describe_left(self.limits, self.stored)
+
+    @property
+    def reason(self) -> str:
+        """Why the sale would be offline, one line: it is still sent once Stripe takes it."""
+        return OFFLINE_BECAUSE.get(self.because, OFFLINE_BECAUSE["unreachable"])
 
 
 @dataclass
@@ -39,6 +63,7 @@ class SaleResult:
     message: str
     payment: Payment | None = None
     limit: str | None = None    # which limit refused it
+    disk: str | None = None     # the data partition refused a write: how far the sale got (NOT_STORED...)
 
     @property
     def ok(self) -> bool:
@@ -46,14 +71,16 @@ class SaleResult:
 
 
 def check_contact(contact: str) -> str:
-    """An e-mail address or a phone number, for following up a decline."""
+    """An e-mail address or a phone number, for following up a decline.
+    ``ValueError`` otherwise, never repeating what was typed (it may be a card number)."""
     text = contact.strip()
+    refuse_card_number(text, "customer contact", PHONE_ADVICE)
     digits = [c for c in text if c.isdigit()]
     if "@" in text:
         local, _, domain = text.partition("@")
         if local and "." in domain and " " not in text and len(text) <= 254:
             return text
-        raise ValueError(f"customer contact {contact!r} is not an e-mail address")
+        raise ValueError("customer contact is not an e-mail address (name@example.com)")
     if all(c.isdigit() or c in "+-() ." for c in text) and 7 <= len(digits) <= 15:
         return text
-    raise ValueError(f"customer contact {contact!r} is neither an e-mail address nor a phone number")
+    raise ValueError("customer contact is neither an e-mail address nor a phone number (7-15 digits)")

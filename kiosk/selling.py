@@ -12,23 +12,32 @@ from __future__ import annotations
 import logging
 import threading
 
-from . import notices
+from . import disk_space, notices
 from . import payment_states as states
+from .card_numbers import refuse_card_number
 from .faults import crash_point
 from .interfaces import CardResult, ReaderError, StoreAlarm
 from .limits import History, LimitRefused, Limits, Stored, base_limits, check_sale
 from .money import check_amount, currency_code
 from .notices import Notice
 from .payment import FAILED, PENDING, SUCCEEDED, Card, Payment, iso, new_payment_id, parse_iso
-from .sale_result import (APPROVED, APPROVED_OFFLINE, CANCELLED, DECLINED, REFUSED, UNCONFIRMED,
+from .sale_result import (APPROVED, APPROVED_OFFLINE, CANCELLED, DECLINED, OFFLINE_BECAUSE, REFUSED, UNCONFIRMED,
                           OfflineOffer, SaleResult, check_contact)
+
+from .sale_result import CHARGED_NOT_STORED, KEPT_NOT_CHARGED, MAYBE_STORED, NOT_STORED, SENT_NOT_STORED
 
 log = logging.getLogger("kiosk.engine")     # the engine's log lines keep their name
 
 
+OFFLINE_SHOWN = "offline_shown"     # meta: offline sales in the queue the vendor saw approved
+
 class Selling:
     def __init__(self, kiosk):
         self.kiosk = kiosk
+        self.paused: str | None = None           # why new sales are refused (a plugin's pause_sales), or None
+        self._under_way = 0                      # sales started and not yet returned
+        self._sales = threading.Condition()      # guards both: a pause and a sale's start cannot cross
+        self._shown: set[str] = set()            # offline sales seen approved, not yet written (write_shown)
 
     # -- limits --------------------------------------------------------------
 
@@ -54,11 +63,49 @@ class Selling:
         live = self.kiosk.store.live()
         return Stored(amount=sum(p.amount for p in live if p.currency == currency), count=len(live))
 
+    # -- pausing (a plugin stops new sales: the battery is about to run out) ---
+
+    def pause(self, reason: str) -> None:
+        """From now on every new sale is refused with ``reason``; a sale already
+        started is not touched (:meth:`wait` for it)."""
+        with self._sales:
+            self.paused = " ".join(str(reason).split()) or "sales are paused"
+
+    def resume(self) -> None:
+        with self._sales:
+            self.paused = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until no sale is under way; ``True`` when none is."""
+        with self._sales:
+            return self._sales.wait_for(lambda: self._under_way == 0, timeout)
+
     # -- a sale --------------------------------------------------------------
 
     def take_sale(self, amount: int, currency: str | None = None, *, behavior: str | None = None,
                   confirm=None, customer: str | None = None, card: str | None = None,
                   cancel: threading.Event | None = None) -> SaleResult:
+        """Take one sale through the reader, unless sales are paused or one
+        is already under way (the screen and `kiosk charge` through the
+        running kiosk share one reader and one customer at a time)."""
+        with self._sales:
+            if self.paused is not None:
+                return SaleResult(REFUSED, f"{self.paused}; nothing stored", limit="paused")
+            if self._under_way:
+                return SaleResult(REFUSED, "another sale is under way on this kiosk: finish it first; "
+                                  "nothing stored", limit="busy")
+            self._under_way += 1
+        try:
+            return self._take_sale(amount, currency, behavior=behavior, confirm=confirm, customer=customer,
+                                   card=card, cancel=cancel)
+        finally:
+            with self._sales:
+                self._under_way -= 1
+                self._sales.notify_all()
+
+    def _take_sale(self, amount: int, currency: str | None = None, *, behavior: str | None = None,
+                   confirm=None, customer: str | None = None, card: str | None = None,
+                   cancel: threading.Event | None = None) -> SaleResult:
         """Take one sale through the reader.  ``confirm(offer) -> bool`` is asked
         before an offline sale in ``prefer_online``; without it the sale is refused."""
         kiosk = self.kiosk
@@ -73,17 +120,20 @@ class Selling:
         cancel = cancel or threading.Event()
         if customer is not None:
             customer = check_contact(customer)
+        if card is not None:
+            refuse_card_number(card, "test card name")     # it goes to the reader, and its error repeats it
 
         offline = behavior == "force_offline" or not kiosk.check_online()
+        because = kiosk.health.offline_because() if offline and behavior != "force_offline" else None
         if offline and behavior == "require_online":
-            return SaleResult(REFUSED, "Stripe cannot be reached and this kiosk takes online sales only")
+            return SaleResult(REFUSED, f"{OFFLINE_BECAUSE[because]} and this kiosk takes online sales only")
         if offline:
             refusal = self.offline_refusal(amount, currency)
             if refusal is not None:
                 return refusal
             if behavior == "prefer_online":
                 offer = OfflineOffer(amount, currency, kiosk.effective_limits(currency), kiosk.stored(currency),
-                                     customer=customer)
+                                     customer=customer, because=because)
                 if confirm is None or not confirm(offer):
                     return SaleResult(CANCELLED, "offline sale not confirmed; nothing stored")
                 if offer.customer != customer:       # the vendor typed a contact on the confirm screen
@@ -97,10 +147,23 @@ class Selling:
             log.exception("reader plugin failed in read_card")
             return SaleResult(REFUSED, f"reader failed ({type(exc).__name__}); nothing stored")
         crash_point("sale:after_card")
-        payment = self.store_sale(amount, currency, offline, card_result, customer)
+        try:
+            payment = self.store_sale(amount, currency, offline, card_result, customer)
+        except (StoreAlarm, OSError) as exc:
+            trouble = self.disk_trouble(exc)
+            if trouble is None:
+                raise
+            # nothing was charged: the sale is stored before any attempt
+            if trouble == disk_space.FULL:
+                return SaleResult(REFUSED, "not stored — disk full: the card was not charged; free space on "
+                                  "the data partition, then take the sale again", disk=NOT_STORED)
+            return SaleResult(UNCONFIRMED, "the kiosk's card failed a write: this sale may be kept and charged "
+                              "later — check `kiosk queue` before charging again; get the kiosk checked",
+                              disk=MAYBE_STORED)
         crash_point("sale:after_store")
         if offline:
             kiosk.notify(notices.stored_offline(payment))
+            self.mark_shown(payment)          # the caller shows it now; written later, off the sale path
             return SaleResult(APPROVED_OFFLINE, "approved offline — will be sent when back online", payment)
         return self.charge_now(payment)
 
@@ -141,11 +204,54 @@ class Selling:
         try:
             return self._charge_now(payment)
         except (StoreAlarm, OSError) as exc:
+            trouble = self.disk_trouble(exc)
+            if trouble is not None:
+                return self.result_not_stored(payment, trouble)
             # the card may be charged and its answer not recorded: never "refused" (the vendor would
             # charge again); the sale is in the queue, and Stripe is asked before anything is resent
             self.kiosk.telling.alert_store(str(exc))
             return SaleResult(UNCONFIRMED, "not confirmed: the kiosk could not record Stripe's answer. "
                               "The sale is kept — do not charge the card again", payment)
+
+    def disk_trouble(self, exc: BaseException) -> str | None:
+        """The data partition refused a write (``disk_space.FULL`` or ``FAILING``): the vendor is told
+        "disk full", never "storage damaged"; None for any other error."""
+        kiosk = self.kiosk
+        trouble = disk_space.disk_trouble(exc, kiosk.config.data_dir)
+        if trouble is not None:
+            log.debug("a write to the data partition failed: %s", exc)
+            kiosk.notify(notices.disk_trouble(trouble == disk_space.FULL,
+                                              disk_space.advice(trouble, kiosk.config.data_dir)))
+        return trouble
+
+    def result_not_stored(self, payment: Payment, trouble: str) -> SaleResult:
+        """An online sale whose attempt or answer could not be written: what the
+        queue holds says whether it was sent, and Stripe (asked, nothing written)
+        whether it was charged.  Never "approved": that is not durable."""
+        kiosk = self.kiosk
+        why, when = (("the kiosk's disk is full", "once space is freed") if trouble == disk_space.FULL
+                     else ("the kiosk's card failed a write", "once it can write again"))
+        stored = kiosk.store.get(payment.id) or payment      # a write that failed left memory as the file is
+        if stored.state == PENDING and not states.outcome_unknown(stored):
+            return SaleResult(UNCONFIRMED, f"not charged yet: {why}. The sale is kept and charged {when} — "
+                              "do not charge again", stored, disk=KEPT_NOT_CHARGED)
+        try:
+            outcome = kiosk.sync.lookup(stored)
+        except Exception:        # a sync plugin's bug: the answer stays unknown, the sale kept
+            log.exception("sync plugin failed in lookup")
+            outcome = None
+        kind = outcome.kind if outcome is not None else None
+        if kind == "succeeded":
+            return SaleResult(UNCONFIRMED, f"charged at Stripe — do not charge again. {why.capitalize()}: "
+                              f"the sale is recorded {when}", stored, disk=CHARGED_NOT_STORED)
+        if kind in ("declined", "declined_for_now"):
+            return SaleResult(DECLINED, f"declined: {outcome.message} — not charged ({why}: recorded {when})",
+                              stored)
+        if kind == "not_found":
+            return SaleResult(UNCONFIRMED, f"not charged yet: Stripe holds no charge for it and {why}. The sale "
+                              f"is kept and charged {when} — do not charge again", stored, disk=KEPT_NOT_CHARGED)
+        return SaleResult(UNCONFIRMED, f"not confirmed: sent to Stripe, and {why}, so its answer is not "
+                          f"recorded; it settles {when} — do not charge again", stored, disk=SENT_NOT_STORED)
 
     def _charge_now(self, payment: Payment) -> SaleResult:
         kiosk = self.kiosk
@@ -178,13 +284,41 @@ class Selling:
 
     # -- at opening ------------------------------------------------------------
 
+    def mark_shown(self, payment: Payment) -> None:
+        """An offline sale the vendor has seen approved.  Kept in memory and
+        written later (:meth:`write_shown`), never on the sale path: a sale
+        costs one fsync."""
+        self._shown.add(payment.id)
+
+    def write_shown(self) -> None:
+        """Record which offline sales were seen approved (background passes,
+        close).  A kill before this only means one extra "may not have been
+        shown" notice at the next start -- never a silent one."""
+        if not self._shown:
+            return
+        shown, self._shown = self._shown, set()
+        store = self.kiosk.store
+        live = {p.id for p in store.live() if p.offline}
+        store.set_meta(OFFLINE_SHOWN, sorted((set(store.get_meta(OFFLINE_SHOWN) or ()) | shown) & live))
+
     def tell_interrupted_sales(self) -> None:
-        """An online sale the kiosk died in the middle of: the customer never
-        saw "approved".  Tell the vendor once, before it is settled."""
+        """A sale the kiosk died in the middle of: an online one whose answer
+        was lost, or an offline one stored but perhaps never shown approved.
+        Tell the vendor once, before it is settled, so the card is not taken again."""
         kiosk = self.kiosk
-        for payment in kiosk.store.live():
-            if payment.offline or payment.interrupted_told:
+        live = kiosk.store.live()
+        shown = kiosk.store.get_meta(OFFLINE_SHOWN)
+        if shown is None:         # a queue from before this was kept: what it holds was shown
+            kiosk.store.set_meta(OFFLINE_SHOWN, sorted(p.id for p in live if p.offline))
+            shown = [p.id for p in live]
+        for payment in live:
+            if payment.interrupted_told or (payment.offline and payment.id in shown):
                 continue
             states.told_interrupted(payment)
-            kiosk.store.save(payment)
-            kiosk.notify(notices.interrupted(payment))
+            try:
+                kiosk.store.save(payment)
+            except (StoreAlarm, OSError) as exc:
+                if disk_space.disk_trouble(exc, kiosk.config.data_dir) is None:
+                    raise
+                # a full disk must not stop the kiosk opening: told now, and again at the next start
+            kiosk.notify(notices.offline_interrupted(payment) if payment.offline else notices.interrupted(payment))

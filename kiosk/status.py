@@ -11,13 +11,19 @@ from __future__ import annotations
 import logging
 import time
 
-from . import notices
+from . import disk_space, notices
 from .interfaces import optional
 from .money import format_amount
 from .notices import Notice
 from .payment import iso
 from .readiness import check as check_readiness
-from .sale_result import WINDOW_HOURS
+from .sale_result import OFFLINE_BECAUSE, WINDOW_HOURS
+
+
+def store_alarms(store) -> list[str]:
+    """Damage the store salvaged and still alarms about (``kiosk recover`` clears it)."""
+    alarms = optional(store, "PaymentStore", "alarms")
+    return list(alarms()) if alarms else []
 
 log = logging.getLogger("kiosk.engine")     # the engine's log lines keep their name
 
@@ -28,6 +34,7 @@ class Health:
         self.online: bool | None = None
         self.last_readiness: list | None = None  # the last "ready to sell offline?" answer, for screens
         self._readiness_at: float | None = None
+        self._clock_told: tuple = ()             # the reasons the vendor was last told the clock is not trusted
 
     # -- online or not -------------------------------------------------------
 
@@ -38,10 +45,40 @@ class Health:
         if not online and refused:
             kiosk.telling.alert_request(refused)
         if online != self.online:
+            because = "" if online else self.offline_because()
+            why = "" if because in ("", "unreachable") else f"{OFFLINE_BECAUSE[because]} — "
             kiosk.notify(Notice(notices.ONLINE, "Online", "Stripe is reachable", "success") if online
-                         else Notice(notices.OFFLINE, "Offline", "sales are stored on the kiosk", "warning"))
+                         else Notice(notices.OFFLINE, "Offline", f"{why}sales are stored on the kiosk", "warning"))
         self.online = online
         return online
+
+    def key_problem(self) -> str | None:
+        """``"missing"`` (no API key set) or ``"rejected"`` (the processor refused it), else None."""
+        if optional(self.kiosk.sync, "Forwarder", "key_missing"):
+            return "missing"
+        if optional(self.kiosk.sync, "Forwarder", "key_rejected"):
+            return "rejected"
+        return None
+
+    def offline_because(self) -> str:
+        """Why the last online check failed, as :data:`kiosk.sale_result.OFFLINE_BECAUSE` names it:
+        a key missing or rejected is never called "unreachable"."""
+        key = self.key_problem()
+        if key is not None:
+            return f"key_{key}"
+        return "request_refused" if optional(self.kiosk.sync, "Forwarder", "request_refused") else "unreachable"
+
+    def check_clock(self) -> None:
+        """Tell the vendor when the clock stops being trusted, for a new
+        reason, or is trusted again (:mod:`kiosk.clock`)."""
+        state = self.kiosk.timekeeper.state()
+        if state.reasons == self._clock_told:
+            return
+        if state.reasons:
+            self.kiosk.notify(notices.clock_untrusted(state.why))
+        else:
+            self.kiosk.notify(notices.clock_trusted(state.source))
+        self._clock_told = state.reasons
 
     # -- ready to sell offline? ----------------------------------------------
 
@@ -57,6 +94,17 @@ class Health:
         return self._readiness_at is None or time.monotonic() - self._readiness_at > seconds
 
     # -- kiosk status ----------------------------------------------------------
+
+    def disk(self) -> dict | None:
+        """Free space on the data partition against ``[storage] min_free_mb``; None if it cannot be asked."""
+        kiosk = self.kiosk
+        room = disk_space.space(kiosk.config.data_dir)
+        if room is None:
+            return None
+        minimum = kiosk.config["storage"]["min_free_mb"]
+        return {"path": str(kiosk.config.data_dir), "free_mb": round(room.free_mb, 3),
+                "total_mb": round(room.total_bytes / 1_000_000, 3), "min_free_mb": minimum,
+                "low": room.free_mb < minimum}
 
     def status(self, check: bool = True) -> dict:
         kiosk = self.kiosk
@@ -84,7 +132,7 @@ class Health:
             if effective is not None:
                 limits[code] = dict(effective.as_dict(), left=max(0, effective.total - by_currency.get(code, {}).get("amount", 0)))
         info = kiosk.reader.info()
-        return {
+        status = {
             "kiosk_id": kiosk.config.kiosk_id,
             "online": online,
             "offline_behavior": kiosk.config["kiosk"]["offline_behavior"],
@@ -99,4 +147,16 @@ class Health:
                        "battery": info.battery, "connected": info.connected},
             "safe_mode": bool(kiosk.host.safe_mode),
             "plugin_trouble": dict(kiosk.plugin_trouble),
+            "disk": self.disk(),
+            "key_problem": self.key_problem(),
+            "clock": kiosk.timekeeper.state().as_dict(),
+            "sales_paused": kiosk.selling.paused,
+            "store_alarms": store_alarms(kiosk.store),
         }
+        for plugin, part in kiosk.host.answers("kiosk_status", kiosk=kiosk.view):
+            for key, value in (part or {}).items():
+                if key in status:     # a plugin never overwrites what the core (or another plugin) says
+                    log.warning("plugin %s: status key %r is taken; left out", plugin, key)
+                    continue
+                status[key] = value
+        return status

@@ -69,11 +69,12 @@ class Telling:
             self._request_alerts.add(message)
             return True
 
-    def alert_key(self, message: str) -> None:
-        """Tell the vendor once per outage, not every poll."""
+    def alert_key(self, message: str, missing: bool = False) -> None:
+        """The key was rejected, or none is set (``missing``): tell the vendor
+        once per outage, not every poll."""
         if not self._key_alerted:
             self._key_alerted = True
-            self.notify(notices.auth_failed(message))
+            self.notify(notices.key_missing(message) if missing else notices.auth_failed(message))
 
     def key_accepted(self) -> None:
         """Stripe answered a whole pass: the next rejected key is a new outage."""

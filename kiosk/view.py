@@ -77,6 +77,25 @@ class KioskView:
         """The offline limits in force now for ``currency`` (``None``: no offline sales)."""
         return self._kiosk.effective_limits(currency)
 
+    def pause_sales(self, reason: str) -> None:
+        """From now on every new sale is refused with ``reason`` (one line, shown
+        to the vendor); a sale already started finishes (see :meth:`wait_for_sales`)."""
+        self._kiosk.selling.pause(reason)
+
+    def resume_sales(self) -> None:
+        """Take sales again after :meth:`pause_sales`."""
+        self._kiosk.selling.resume()
+
+    @property
+    def sales_paused(self) -> str | None:
+        """Why new sales are refused (:meth:`pause_sales`), or ``None``."""
+        return self._kiosk.selling.paused
+
+    def wait_for_sales(self, timeout: float | None = None) -> bool:
+        """Wait until no sale is under way (after :meth:`pause_sales` none can
+        start); ``True`` when none is, ``False`` when ``timeout`` seconds passed first."""
+        return self._kiosk.selling.wait(timeout)
+
     # -- forwarding ------------------------------------------------------------
 
     def forward(self):

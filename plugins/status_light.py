@@ -79,8 +79,11 @@ class Look:
 
 # Highest priority first: the light shows the first state that holds.
 LOOKS = {
+    "battery_critical": Look("red", 0.1, 0.1),       # sales stopped, switching off: nothing else matters
+    "store_alarm": Look("red", 0.25, 0.75),          # the store is damaged: sales go on, get it checked
     "attention": Look("red", 0.5, 0.5),
     "forwarding": Look("blue"),
+    "battery_low": Look("amber", 0.1, 0.9),          # a short amber flash each second: plug in soon
     "reminder_urgent": Look("amber", 0.25, 0.25),
     "reminder": Look("amber", 1.0, 1.0),
     "offline": Look("amber"),
@@ -300,6 +303,8 @@ class StatusLightPlugin:
         self._attention: set[str] = set()       # failed payments not followed up (kiosk.needs_attention())
         self._live: dict[str, str] = {}         # pending/forwarding payment id -> created_at
         self._reminder: tuple[str, str] | None = None   # (level, id of the payment that was oldest)
+        self._battery: str | None = None        # a power plugin's warning in force: "low", "critical" or None
+        self._store_alarm = False               # the store found damage (until the next start)
         self._shown: str | None = None
 
     # -- what tests and screens may read -----------------------------------------
@@ -346,6 +351,8 @@ class StatusLightPlugin:
             self._hardware, self._kiosk, self._settings = hardware, (kiosk if hardware else None), settings
             self._online, self._forwarding = kiosk.online is True, False
             self._attention, self._live, self._reminder, self._shown = attention, live, None, None
+            self._battery = None
+            self._store_alarm = False
             if hardware is not None:
                 self._refresh()
 
@@ -377,6 +384,14 @@ class StatusLightPlugin:
                 oldest = min(self._live, key=self._live.__getitem__, default=None)
                 if oldest is not None:
                     self._reminder = (notice.level, oldest)
+            elif kind == notices.BATTERY_LOW:
+                self._battery, beep = "low", ("approved_beep_seconds", 2)
+            elif kind == notices.BATTERY_CRITICAL:
+                self._battery, beep = "critical", ("declined_beep_seconds", 3)
+            elif kind == notices.POWER_RESTORED:
+                self._battery = None
+            elif kind == notices.STORE_ALARM:
+                self._store_alarm, beep = True, ("declined_beep_seconds", 3)
             self._refresh(beep)
 
     @hookimpl
@@ -408,11 +423,17 @@ class StatusLightPlugin:
     # -- inside the lock -----------------------------------------------------------
 
     def _state_now(self) -> str:
+        if self._battery == "critical":
+            return "battery_critical"
+        if self._store_alarm:
+            return "store_alarm"
         if self._attention:
             return "attention"
         lights = self._hardware.lights if self._hardware else None
         if self._forwarding and (lights is None or lights.can_show("blue")):
             return "forwarding"
+        if self._battery == "low":
+            return "battery_low"
         if self._reminder is not None:
             return "reminder_urgent" if self._reminder[0] == "error" else "reminder"
         return "online" if self._online else "offline"

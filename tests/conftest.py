@@ -88,6 +88,12 @@ def localstripe():
     proc.wait(timeout=10)
 
 
+def _no_batteries(directory: Path) -> Path:
+    folder = Path(directory) / "power_supply"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 def write_config(directory: Path, api_base: str = "http://127.0.0.1:9", **sections) -> Path:
     """A config.toml in ``directory``; ``sections`` override tables, e.g.
     ``kiosk={"offline_behavior": "force_offline"}``."""
@@ -100,6 +106,8 @@ def write_config(directory: Path, api_base: str = "http://127.0.0.1:9", **sectio
         "sync": {"retry_base_seconds": 0.0},
         "reader": {"use": "simulated"},
         "limits": {"per_transaction": 100.0, "total": 500.0, "max_pending": 50},
+        # no battery unless a test lays one out: a laptop running the suite on battery must not pause sales
+        "power": {"path": str(_no_batteries(directory))},
     }
     for name, values in sections.items():
         target = config

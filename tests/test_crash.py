@@ -64,6 +64,21 @@ def test_killed_after_storing_a_sale_keeps_it_and_charges_it_once(config, fake_s
     assert_exactly_once(fake_stripe, [payment])
 
 
+def test_an_offline_sale_killed_before_approved_was_shown_is_told_at_the_next_start(config):
+    """Stored, then killed before "approved" reached the vendor: the next start
+    says so once (it will be charged: do not take it again).  A sale that was
+    shown, and a queue from before this was kept, are not told."""
+    assert run_kiosk("charge", "9.00", "--offline", "--config", config).returncode == 0       # shown
+    killed = run_kiosk_process("charge", "10.00", "--offline", "--config", config,
+                               env={"KIOSK_CRASH_AT": "sale:after_store"})
+    assert killed.returncode == -signal.SIGKILL and "APPROVED" not in killed.stdout
+    told = [n for n in run_json("notices", "--config", config) if n["kind"] == "interrupted"]
+    assert len(told) == 1 and told[0]["payment"]["amount"] == 1000
+    assert "do not charge the card again" in told[0]["message"]
+    assert run_kiosk("status", "--config", config).returncode == 0                   # told once, not per start
+    assert len([n for n in run_json("notices", "--config", config) if n["kind"] == "interrupted"]) == 1
+
+
 @pytest.mark.parametrize("point", ["forward:after_mark", "forward:after_send"])
 def test_killed_inside_forwarding_charges_once_even_after_keys_are_pruned(config, fake_stripe, point):
     for card in ("visa", "mastercard", "insufficient_funds"):

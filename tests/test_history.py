@@ -139,12 +139,23 @@ def test_an_edited_row_is_an_alarm_when_read(settled_store, tamper):
 
 
 def test_a_cut_history_is_an_alarm_not_a_shorter_one(settled_store):
+    """Cut in half: what still reads is kept (a new file, the old one kept
+    aside once), the rest is named in an alarm until `kiosk recover`, and
+    the kiosk goes on selling."""
     config, path = settled_store
     assert not path.with_name("history.sqlite-wal").exists()      # all in the file: a clean close checkpoints
     os.truncate(path, path.stat().st_size // 2)
-    result = run_kiosk("queue", "--all", "--config", config)
-    assert result.returncode == 5 and "history.sqlite" in result.stderr and "malformed" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    for _ in range(2):
+        result = run_kiosk("status", "--json", "--config", config)
+        assert result.returncode == 0, result.stderr
+    [alarm] = json.loads(result.stdout)["store_alarms"]
+    assert "history.sqlite was damaged" in alarm and "malformed" in alarm and "could not read" in alarm
+    assert len(list(path.parent.glob("history.sqlite.bad-*"))) == 1          # kept aside once
+    assert run_kiosk("queue", "--all", "--config", config).returncode == 0
+    assert run_kiosk("charge", "5.00", "--offline", "--yes", "--config", config).returncode == 0
+    recover = run_kiosk("recover", "--config", config)
+    assert recover.returncode == 1 and "could not read" in recover.stdout
+    assert json.loads(run_kiosk("status", "--json", "--config", config).stdout)["store_alarms"] == []
 
 
 @pytest.mark.parametrize("damage", ["deleted", "cut"])

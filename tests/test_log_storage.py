@@ -1,10 +1,11 @@
 """Tests for plugins/tinydb_store/log_storage.py (encrypted append-only TinyDB storage).
 
-Known limit, by design: a file cut EXACTLY at a record boundary is a valid,
-shorter log and opens silently with an earlier state (the missing records look
-as if they had never been written).  Likewise a cut inside a middle record turns
-that record into a torn final record, indistinguishable from a power cut during
-its append.  Nothing inside the file can tell; see test_cut_at_record_boundary_is_undetectable.
+A cut is told apart from a torn write by the file's witness (an extended
+attribute naming how much was acknowledged): a power cut during an append
+leaves bytes PAST the acknowledged end; any cut into acknowledged bytes, at a
+record boundary too, is an alarm.  Tests that play a power cut therefore set
+the witness back to what was acknowledged before the torn append
+(:func:`acknowledged_only`).
 """
 
 import errno
@@ -32,6 +33,8 @@ from tinydb.storages import MemoryStorage
 
 import kiosk_builtins.tinydb_store.log_storage as ls
 from kiosk_builtins.tinydb_store.log_storage import EncryptedLogStorage, StoreAlarm, create_key, load_key
+
+from power_cut import acknowledged_only
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = len(b"KIOSKLOG1") + 16
@@ -257,6 +260,7 @@ def test_files_are_0600_whatever_the_umask(tmp_path, key, caplog):
         db.close()
         raw = p.read_bytes()
         p.write_bytes(raw[:-3])  # torn tail -> copy kept aside
+        acknowledged_only(p, raw[:split_records(raw)[-1][0]])
         s = open_storage(p, key)
         assert s.recovered_torn_tail and file_mode(s.torn_tail_copy) == 0o600
         s.close()
@@ -315,7 +319,7 @@ def test_wrong_key_alarms_and_keeps_copy(tmp_path, key, other_key):
     exc = expect_alarm(p, other_key)
     assert "wrong key or tampered" in str(exc)
     assert exc.path == str(p)
-    assert re.fullmatch(re.escape(str(p)) + r"\.bad-\d{8}T\d{6}\.\d{6}Z", exc.kept_aside)
+    assert re.fullmatch(re.escape(str(p)) + r"\.bad-[0-9a-f]{16}", exc.kept_aside)
     assert exc.kept_aside in str(exc)
     assert Path(exc.kept_aside).read_bytes() == raw
     assert p.read_bytes() == raw  # original untouched and in place
@@ -429,12 +433,14 @@ def test_torn_final_record_recovers_at_every_cut(tmp_path, key, caplog):
     versions = small_log(p, key)
     full, prev = versions[-1], versions[-2]
     p.write_bytes(prev)
+    acknowledged_only(p, prev)
     expected = state_of(p, key)
     assert len(full) - len(prev) > 30
     caplog.set_level(logging.WARNING, logger="kiosk.store")
     for cut in range(len(prev) + 1, len(full)):
         caplog.clear()
         p.write_bytes(full[:cut])
+        acknowledged_only(p, prev)
         db = open_db(p, key, create=False)
         s = db.storage
         assert s.recovered_torn_tail, cut
@@ -454,23 +460,57 @@ def test_torn_final_record_recovers_at_every_cut(tmp_path, key, caplog):
         os.unlink(s.torn_tail_copy)
 
 
-def test_cut_at_record_boundary_is_undetectable(tmp_path, key):
-    """By design: a log cut exactly between records is a valid shorter log.
-    It opens with the earlier state and no alarm (nothing in the file can tell)."""
+def test_a_cut_anywhere_is_an_alarm_naming_what_is_missing(tmp_path, key):
+    """A cut into acknowledged bytes -- at a record boundary, inside a record,
+    inside the header -- is never read as a shorter log or a torn write."""
     p = tmp_path / "live.kdb"
     versions = small_log(p, key)
     full = versions[-1]
-    for i, version in enumerate(versions):
-        p.write_bytes(full[:len(version)])
-        s = open_storage(p, key)
-        assert not s.recovered_torn_tail
-        assert len(s.read().get("q", {})) == i
-        s.close()
-    # a cut inside a middle record looks exactly like a crash during its append
+    records = len(split_records(full))
+    boundaries = {len(v) for v in versions[:-1]}
+    for cut in range(0, len(full)):
+        p.write_bytes(full[:cut])
+        exc = expect_alarm(p, key)
+        assert exc.damaged and f"{len(full) - cut} bytes missing" in str(exc), cut
+        if cut in boundaries:
+            kept = len(split_records(full[:cut])) if cut >= HEADER else 0
+            assert f"{records - kept} of {records} records lost" in str(exc)
+        os.unlink(exc.kept_aside)
+    p.write_bytes(full)
+    assert len(state_of(p, key)["q"]) == 4
+
+
+def test_a_torn_write_past_the_acknowledged_end_recovers_quietly(tmp_path, key):
+    p = tmp_path / "live.kdb"
+    versions = small_log(p, key)
+    full = versions[-1]
     p.write_bytes(full[:len(versions[2]) + 10])
+    acknowledged_only(p, versions[2])
     s = open_storage(p, key)
-    assert s.recovered_torn_tail and len(s.read()["q"]) == 2
+    assert s.recovered_torn_tail and s.nothing_lost_known and len(s.read()["q"]) == 2
     s.close()
+
+
+def test_without_a_witness_a_torn_tail_recovers_but_claims_nothing(tmp_path, key):
+    """A file from an earlier release, or copied without its attributes."""
+    p = tmp_path / "live.kdb"
+    versions = small_log(p, key)
+    p.write_bytes(versions[-1][:-3])
+    os.removexattr(p, ls.WITNESS)
+    s = open_storage(p, key)
+    assert s.recovered_torn_tail and not s.nothing_lost_known
+    s.close()
+
+
+def test_a_damaged_file_is_kept_aside_once(tmp_path, key):
+    p = tmp_path / "live.kdb"
+    raw = small_log(p, key)[-1]
+    bad = bytearray(raw)
+    bad[HEADER + 30] ^= 1
+    p.write_bytes(bytes(bad))
+    first = expect_alarm(p, key).kept_aside
+    again = expect_alarm(p, key).kept_aside
+    assert first == again and len(list(tmp_path.glob("live.kdb.bad-*"))) == 1
 
 
 # ----------------------------------------------------------------------------- compaction
@@ -584,6 +624,7 @@ def test_failed_fdatasync_stops_writes(tmp_path, key, monkeypatch):
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(ls, "_fdatasync", eio)
+    monkeypatch.setattr(ls, "_fsync", eio)
     with pytest.raises(OSError):
         t.insert({"a": 2})
     monkeypatch.undo()

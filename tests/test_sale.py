@@ -363,3 +363,30 @@ def test_a_reader_handing_over_a_card_number_is_refused_and_nothing_stored(tmp_p
     assert result.status == REFUSED
     assert any(words in result.message for words in ("looks like a card number", "brand", "malformed"))
     assert kiosk.store.live() == [] and "4242424242424242" not in caplog.text.replace(" ", "").replace("-", "")
+
+
+def test_a_second_sale_while_one_is_under_way_is_refused_and_stores_nothing(tmp_path, fake_stripe, open_kiosk):
+    """The screen and `kiosk charge` through the running kiosk share one reader:
+    a sale started while another waits for its card is refused in one line."""
+    import threading
+    from conftest import write_config
+    config = write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"})
+    kiosk = open_kiosk(config, create=True)
+    reading, release = threading.Event(), threading.Event()
+    real = kiosk.reader.read_card
+
+    def slow_reader(amount, currency, offline, cancel, card=None):
+        reading.set()
+        release.wait(10)
+        return real(amount, currency, offline, cancel, card)
+    kiosk.reader.read_card = slow_reader            # a customer slow with their card: the reader still answers
+    first = {}
+    worker = threading.Thread(target=lambda: first.update(result=kiosk.take_sale(1000, card="visa")))
+    worker.start()
+    assert reading.wait(10)
+    second = kiosk.take_sale(1100, card="visa")
+    release.set()
+    worker.join(10)
+    assert second.status == "refused" and second.limit == "busy" and "under way" in second.message
+    assert first["result"].ok
+    assert [p.amount for p in kiosk.store.live()] == [1000]

@@ -413,3 +413,33 @@ def test_shutdown_turns_everything_off_and_gives_the_pins_back(light_kiosk, monk
     kiosk.wake.clear()
     pin(BUTTON).drive_low()                                 # the button no longer reaches the kiosk
     assert not kiosk.wake.is_set()
+
+
+def test_a_damaged_store_blinks_red_at_every_start_until_recovered(light_kiosk, tmp_path):
+    """A flipped byte in the queue: sales go on, and each `kiosk run` start
+    raises the alarm on the light (red 0.25 s on, 0.75 s off) until recover()."""
+    import threading
+
+    from kiosk import background
+    kiosk = light_kiosk(kiosk={"offline_behavior": "force_offline"})
+    for amount in (1000, 1100):
+        assert kiosk.take_sale(amount, card="visa").ok
+    kiosk.close()
+    live = tmp_path / "data" / "live.kdb"
+    raw = bytearray(live.read_bytes())
+    raw[len(raw) - 20] ^= 1
+    live.write_bytes(bytes(raw))
+    kiosk = light_kiosk(kiosk={"offline_behavior": "force_offline"})
+    stop = threading.Event()
+    stop.set()                                    # `kiosk run` starting: the loop raises saved alarms first
+    background.run(kiosk, stop)
+    time.sleep(1.1)
+    assert status_light.state == "store_alarm"
+    blinks = pulses(RED)
+    assert blinks and close_to(blinks[0][0], 0.25) and close_to(blinks[0][1], 0.75)
+    assert kiosk.take_sale(1200, card="visa").ok                   # selling goes on
+    kiosk.store.recover()
+    kiosk.close()
+    kiosk = light_kiosk(kiosk={"offline_behavior": "force_offline"})
+    background.run(kiosk, stop)
+    assert status_light.state != "store_alarm"

@@ -9,6 +9,8 @@ import stat
 
 import pytest
 
+from power_cut import acknowledged_only, records_of
+
 from kiosk.interfaces import StoreAlarm
 from kiosk.payment import SUCCEEDED
 
@@ -86,8 +88,36 @@ def damage_delete(path):
     path.unlink()
 
 
+def test_a_damaged_queue_keeps_selling_with_an_alarm_until_recover(tmp_path, offline_config):
+    """One flipped bit: every sale that still reads is kept and forwarded,
+    new sales are taken, the damaged file is kept aside once however often
+    the kiosk starts, and `kiosk status` alarms until `kiosk recover`."""
+    for amount in ("10.00", "11.00", "12.00"):
+        assert run_kiosk("charge", amount, "--config", offline_config).returncode == 0
+    live = tmp_path / "data" / "live.kdb"
+    raw = bytearray(live.read_bytes())
+    sales = [(start, length) for start, length in records_of(bytes(raw)) if length > 500]   # a sale's record
+    start, length = sales[-1]
+    raw[start + length // 2] ^= 0x01                    # inside the last sale's record
+    live.write_bytes(bytes(raw))
+    for _ in range(3):
+        status = run_kiosk("status", "--json", "--config", offline_config)
+        assert status.returncode == 0, status.stderr
+    [alarm] = json.loads(status.stdout)["store_alarms"]
+    assert "live.kdb was damaged" in alarm and "kiosk recover" in alarm and "could not read: bytes" in alarm
+    kept = [p for p in live.parent.iterdir() if p.name.startswith("live.kdb.bad-")]
+    assert len(kept) == 1 and kept[0].read_bytes() == bytes(raw)     # once, not once per start
+    assert run_kiosk("charge", "13.00", "--config", offline_config).returncode == 0
+    queue = json.loads(run_kiosk("queue", "--json", "--config", offline_config).stdout)
+    assert sorted(p["amount"] for p in queue if p["state"] == "pending") == [1000, 1100, 1300]
+    text = run_kiosk("status", "--config", offline_config).stdout
+    assert "ALARM: live.kdb was damaged" in text
+    recover = run_kiosk("recover", "--config", offline_config)
+    assert recover.returncode == 1 and "could not read: bytes" in recover.stdout     # one sale is gone: said so
+    assert json.loads(run_kiosk("status", "--json", "--config", offline_config).stdout)["store_alarms"] == []
+
+
 @pytest.mark.parametrize("damage, words", [
-    (damage_flip, "wrong key or tampered"),
     (damage_empty, "empty"),
     (damage_header, "header"),
     (damage_delete, "missing"),
@@ -135,6 +165,7 @@ def test_power_cut_mid_append_loses_only_the_unacknowledged_write(tmp_path, offl
     assert run_kiosk("charge", "11.00", "--config", offline_config).returncode == 0
     grown = live.read_bytes()
     live.write_bytes(grown[: len(whole) + (len(grown) - len(whole)) // 2])   # the third append, half written
+    acknowledged_only(live, whole)
     kiosk = open_kiosk(offline_config, create=False)
     assert [p.amount for p in kiosk.store.live()] == [1000, 1000]
     assert kiosk.store.notices()[-1]["kind"] == "store_recovered"

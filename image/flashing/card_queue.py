@@ -124,8 +124,12 @@ def list_payments(data_dir: Path, work: Path, storage: str) -> tuple[list[dict],
     config.write_text(f'[storage]\nuse = {json.dumps(storage)}\npath = {json.dumps(str(data_dir))}\n\n'
                       f'[reader]\nuse = "simulated"\n')
     waiting = _kiosk_json(["queue", "--limit", "0"], config, data_dir, work)
-    settled = (_kiosk_json(["status"], config, data_dir, work).get("settled") or {}).get("count", 0)
-    return waiting, settled
+    status = _kiosk_json(["status"], config, data_dir, work)
+    for alarm in status.get("store_alarms") or ():
+        # the kiosk salvaged what reads and would sell on: erasing would lose the rest for good
+        alarm = re.sub(r"; kept aside as .*", "", alarm)
+        raise Unreadable(f"{QUEUE_DIR}/{alarm}")
+    return waiting, (status.get("settled") or {}).get("count", 0)
 
 
 def _kiosk_json(command: list[str], config: Path, data_dir: Path, work: Path):

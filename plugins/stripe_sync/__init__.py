@@ -146,9 +146,11 @@ class StripeForwarder:
             self.client = self.probe = None
         self.deadline = min(2.0, settings["reachability_timeout"])
         self.problem = None if self.api_key else NO_KEY
+        self.key_missing = not self.api_key     # named as such everywhere, never as "unreachable"
         self.key_rejected = False
         self.request_refused: str | None = None   # Stripe refuses the online check itself: the kiosk needs an update
         self.clock_offset = 0.0
+        self._stripe_heard: tuple[float, float] | None = None   # (Stripe's unix time, our monotonic then)
         self.last_answer: dict = {}        # what the last good online check saw: Stripe's headers, when
         self._state_lock = threading.Lock()
         self._failures = 0                 # online checks in a row that Stripe answered badly or late
@@ -251,10 +253,16 @@ class StripeForwarder:
         except (KeyError, TypeError, ValueError):
             return
         self.clock_offset = stripe_now - time.time()
+        self._stripe_heard = (stripe_now, time.monotonic())
 
-    def stripe_now(self) -> float:
-        """Unix time as Stripe sees it, as far as we last heard."""
-        return time.time() + self.clock_offset
+    def stripe_now(self) -> float | None:
+        """Unix time as Stripe sees it: its last Date header plus the monotonic
+        time since, so stepping our clock moves nothing; None before Stripe answered."""
+        heard = self._stripe_heard
+        if heard is None:
+            return None
+        stripe_at, monotonic_at = heard
+        return stripe_at + (time.monotonic() - monotonic_at)
 
     # -- one payment ----------------------------------------------------------
 

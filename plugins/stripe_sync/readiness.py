@@ -17,12 +17,22 @@ from .request import API_VERSION
 CLOCK_TOLERANCE = 60        # seconds the kiosk's clock may differ from Stripe's
 
 
+# the only permission the kiosk's requests need (docs/stripe.md, "A restricted key")
+RESTRICTED_KEY_PERMISSIONS = "PaymentIntents: Write, everything else None"
+
+
 def _key_line(key: str) -> Readiness:
     mode = "live" if "_live_" in key else "test"
     if key.startswith("rk_"):
         return Readiness("api_key", True, f"a restricted key, {mode} mode")
+    if mode == "live":
+        # a live secret key works, so not "not ready" -- but it is the one thing a stolen card must not carry
+        return Readiness("api_key", True, "warning: a live secret key (sk_live_…), which can do anything in "
+                                          "your Stripe account",
+                         f"replace it with a restricted key (rk_live_…) with {RESTRICTED_KEY_PERMISSIONS}: "
+                         "a stolen SD card then cannot refund, pay out or read customers")
     return Readiness("api_key", True, f"a secret key, {mode} mode",
-                     "a restricted key (rk_…) allowed only to write PaymentIntents is safer on a kiosk: "
+                     f"a restricted key (rk_…) with {RESTRICTED_KEY_PERMISSIONS} is safer on a kiosk: "
                      "a stolen SD card then cannot refund, pay out or read customers")
 
 

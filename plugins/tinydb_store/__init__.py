@@ -31,33 +31,42 @@ from typing import Iterator
 from tinydb import TinyDB
 from tinydb.table import Document
 
-from kiosk import Payment, Setting, StoreAlarm, StoreBusy, crash_point, hookimpl
+from kiosk import Payment, Setting, StoreAlarm, StoreBusy, crash_point, hookimpl, iso, utcnow
 
 from . import log_storage
 from .history import History
-from .log_storage import EncryptedLogStorage
+from .history_salvage import rebuild
+from .key_protector import SEALED_FILE, KeyProtector
+from .key_protector import SETTINGS as KEY_SETTINGS
+from .log_storage import EncryptedLogStorage, install_copy
 from .migrate import OLD_FEED, OLD_HISTORY, migrate
+from .mirror import heal, keep_aside_once
+from .salvage import rewrite, salvage
 
 log = logging.getLogger("kiosk.store")
 
 KEY_FILE, LIVE_FILE, HISTORY_FILE, LOCK_FILE = "kiosk.key", "live.kdb", "history.sqlite", "kiosk.lock"
 LAST_SETTLED = "last_settled"       # meta: the payment the queue last handed to history
+STORE_DAMAGE = "store_damage"       # meta: damage found and salvaged, until `kiosk recover`
 
 SETTINGS = {
     "storage.tinydb": {
         "compact_every": Setting(int, 2000, "Rewrite the queue file as one snapshot after this many appends"),
         "migration_batch": Setting(int, 2000, "Settled payments copied per transaction when an earlier "
                                    "release's history.kdb is moved into history.sqlite"),
+        **KEY_SETTINGS,
     },
 }
 
 
-def _open_db(path: Path, key: bytes, label: str, create: bool, compact_every: int) -> TinyDB:
+def _open_db(path: Path, key: bytes, label: str, create: bool, compact_every: int, mirror=None) -> TinyDB:
     try:
         return TinyDB(path, storage=EncryptedLogStorage, key=key, label=label,
-                      create=create, compact_every=compact_every)
+                      create=create, compact_every=compact_every, mirror=mirror)
     except log_storage.StoreAlarm as exc:
-        raise StoreAlarm(str(exc)) from None
+        alarm = StoreAlarm(str(exc))
+        alarm.damaged, alarm.kept_aside, alarm.problem = exc.damaged, exc.kept_aside, exc.problem
+        raise alarm from None
 
 
 class TinyDBStore:
@@ -67,11 +76,17 @@ class TinyDBStore:
     history never holds up a sale, which only touches ``live.kdb``."""
 
     def __init__(self, data_dir: Path, create: bool = False, compact_every: int = 2000,
-                 migration_batch: int = 2000):
+                 migration_batch: int = 2000, protector: KeyProtector | None = None, mirror: Path | None = None):
         self.dir = Path(data_dir)
+        self.protector = protector or KeyProtector()
+        self.mirror = Path(mirror) if mirror else None
+        self.mirror_problem: str | None = None     # the mirror could not be used: an alarm, never a refusal
+        self.healed: list[str] = []                # copies healed from the other at this open: told once
+        self._restored = False                     # this open brought the key back from the mirror
         self.live_lock = threading.RLock()
         self._lock_file = None
-        existing = [n for n in (KEY_FILE, LIVE_FILE, HISTORY_FILE, OLD_HISTORY) if (self.dir / n).exists()]
+        self._restore_keys_from_mirror()
+        existing = [n for n in (KEY_FILE, SEALED_FILE, LIVE_FILE, HISTORY_FILE, OLD_HISTORY) if (self.dir / n).exists()]
         fresh = create and not existing
         if fresh:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -87,17 +102,23 @@ class TinyDBStore:
 
     def _open(self, fresh: bool, compact_every: int, migration_batch: int) -> None:
         try:
-            if fresh:
-                log_storage.create_key(self.dir / KEY_FILE)
-            key = log_storage.load_key(self.dir / KEY_FILE)
+            key = self.protector.open_key(self.dir, create=fresh)     # kiosk.key, or sealed to this Pi
         except log_storage.StoreAlarm as exc:
             raise StoreAlarm(str(exc)) from None
+        self._key = key
         for orphan in self.dir.glob(f".{LIVE_FILE}.tmp-*"):
             # a compaction killed before its rename: never the queue itself (we hold the lock)
             log.warning("removing %s, left by a compaction that was cut short", orphan.name)
             orphan.unlink(missing_ok=True)
+        mirror = self._heal_from_mirror(key, fresh)
         # once a store exists, a missing queue file is an alarm, even for `kiosk init`
-        self.live_db = _open_db(self.dir / LIVE_FILE, key, "live", fresh, compact_every)
+        try:
+            self.live_db = _open_db(self.dir / LIVE_FILE, key, "live", fresh, compact_every, mirror)
+        except StoreAlarm as alarm:
+            if not alarm.damaged:
+                raise
+            self._salvage_live(key, alarm)          # damaged, yet selling
+            self.live_db = _open_db(self.dir / LIVE_FILE, key, "live", False, compact_every, mirror)
         self.recovered = [self.live_db.storage] if self.live_db.storage.recovered_torn_tail else []
         self.live_payments = self.live_db.table("payments")
         self.meta = self.live_db.table("meta")
@@ -109,11 +130,143 @@ class TinyDBStore:
         # it), and so does a `kiosk init` cut short after making live.kdb (its log holds nothing yet)
         upgrading = (self.dir / OLD_HISTORY).exists()
         never_used = self.live_db.storage.records == 1 and not any(self.live_db.storage.read().values())
-        self.history = History(self.dir / HISTORY_FILE, key, create=fresh or upgrading or never_used)
+        # a card brought back from the mirror: settled history was not mirrored (Stripe keeps the ledger)
+        restored = self._restored and not (self.dir / HISTORY_FILE).exists()
+        try:
+            self.history = History(self.dir / HISTORY_FILE, key, create=fresh or upgrading or never_used or restored)
+        except StoreAlarm as alarm:
+            if not alarm.damaged:
+                raise
+            self._salvage_history(key, alarm)       # a bad page costs its rows, never the stall
+            self.history = History(self.dir / HISTORY_FILE, key)
+        if restored:
+            self.set_meta("history_file_id", self.history.file_id)
+            self.set_meta(LAST_SETTLED, None)
+            self.healed.append("settled payments are not on the mirror: they start again empty here "
+                               "(Stripe's dashboard has them all)")
         self._check_history_belongs()
         self.recovered += migrate(self.dir, key, self.history, max(1, migration_batch))
         self._check_history_has_last()
         self._mend_half_settled()
+
+    def _restore_keys_from_mirror(self) -> None:
+        """A new card with the mirror plugged in: its key comes back from the
+        mirror, so the queue can be healed from there instead of started over."""
+        if not self.mirror or any((self.dir / n).exists() for n in (KEY_FILE, SEALED_FILE, LIVE_FILE)):
+            return
+        keys = [n for n in (KEY_FILE, SEALED_FILE) if (self.mirror / n).is_file()]
+        if not keys or not (self.mirror / LIVE_FILE).is_file():
+            return
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for name in keys:
+            install_copy(self.dir / name, (self.mirror / name).read_bytes(), None, 0)
+        self._restored = True
+        self.healed.append(f"{self.dir} was empty: the key and the queue were brought back from the "
+                           f"mirror {self.mirror}")
+
+    def _heal_from_mirror(self, key: bytes, fresh: bool) -> Path | None:
+        """Check the two copies of the queue against each other and heal one
+        from the other; the mirror's path to write to, or None without one."""
+        if not self.mirror:
+            return None
+        try:
+            if not fresh:
+                told = heal(self.dir / LIVE_FILE, self.mirror / LIVE_FILE, key, "live")
+                if told:
+                    self.healed.append(told)
+            for name in (KEY_FILE, SEALED_FILE):    # the mirror is no use on a new card without its key
+                if (self.dir / name).is_file() and not (self.mirror / name).is_file():
+                    install_copy(self.mirror / name, (self.dir / name).read_bytes(), None, 0)
+            if (self.mirror / SEALED_FILE).is_file() and not (self.dir / KEY_FILE).exists():
+                (self.mirror / KEY_FILE).unlink(missing_ok=True)     # sealed to this Pi now: no key in clear
+        except OSError as exc:
+            self.mirror_problem = f"mirror {self.mirror}: {exc.strerror or exc}; sales are kept on one copy"
+            log.error("%s", self.mirror_problem)
+            return None
+        return self.mirror / LIVE_FILE
+
+    def _salvage_live(self, key: bytes, alarm: StoreAlarm) -> None:
+        """A damaged or cut queue file: the kiosk goes on selling on every
+        record that still reads, and the damage stays an alarm (``alarms()``)
+        until ``kiosk recover``.  The damaged bytes are kept aside, once.
+        If nothing reads (another key?), nothing is started over."""
+        path = self.dir / LIVE_FILE
+        found = salvage(path, key, "live")
+        if not found.records:
+            raise alarm
+        state = found.state
+        meta = state.setdefault("meta", {})
+        state.setdefault("payments", {})
+        entry = next((doc for doc in meta.values() if doc.get("name") == STORE_DAMAGE), None)
+        if entry is None:
+            doc_id = max((int(i) for table in state.values() for i in table), default=0) + 1
+            entry = meta[str(doc_id)] = {"name": STORE_DAMAGE, "value": []}
+        entry["value"].append({"file": LIVE_FILE, "kept_aside": alarm.kept_aside and Path(alarm.kept_aside).name,
+                               "problem": alarm.problem.split("; copy kept aside")[0],
+                               "salvaged": found.describe(), "found_at": iso(utcnow())})
+        rewrite(path, key, "live", state)
+        if self.mirror and self.mirror.is_dir():       # the mirror held no more (heal found nothing to add)
+            with open(path, "rb") as handle:
+                content, witness = handle.read(), log_storage.read_witness(handle.fileno())
+            copy = self.mirror / LIVE_FILE
+            if copy.exists():
+                keep_aside_once(copy)
+            install_copy(copy, content, witness[0] if witness else content[9:25], witness[2] if witness else 0)
+        log.error("%s damaged: selling goes on with what still reads (%s); kept aside as %s; run `kiosk recover`",
+                  path, found.describe(), alarm.kept_aside)
+
+    def _salvage_history(self, key: bytes, alarm: StoreAlarm) -> None:
+        aside, what = rebuild(self.dir / HISTORY_FILE, key, self.get_meta("history_file_id"))
+        self._record_damage(HISTORY_FILE, str(alarm).split(": ", 1)[-1], what, aside)
+        self.set_meta(LAST_SETTLED, None)     # the witness's work is done: what history lost is alarmed
+
+    def _record_damage(self, name: str, problem: str, what: str, aside: str | None) -> None:
+        """Damage salvaged: an alarm until `kiosk recover` (a store meta entry)."""
+        self.set_meta(STORE_DAMAGE, [*self.get_meta(STORE_DAMAGE, []), {
+            "file": name, "kept_aside": aside, "problem": problem, "salvaged": what,
+            "found_at": iso(utcnow())}])
+
+    def alarms(self) -> list[str]:
+        """Damage found in the store and not yet dealt with (``kiosk recover``),
+        and a mirror that cannot be written: one line each."""
+        lines = [f"{d['file']} was damaged ({d['problem']}): {d['salvaged']}; kept aside as "
+                 f"{d['kept_aside']}; run `kiosk recover`" for d in self.get_meta(STORE_DAMAGE, [])]
+        problem = self.mirror_problem or (self.live_db.storage.mirror_problem if self.live_db else None)
+        return lines + ([problem] if problem else [])
+
+    def recover(self) -> list[str]:
+        """``kiosk recover``: check history page by page (rebuilding it from
+        what reads if a page is bad), read again every damaged queue file kept
+        aside here and on the mirror, add back any payment that reads and is
+        neither queued nor settled, then say exactly what could not be read
+        ("could not read: ...") and clear the alarm."""
+        if not self.history.intact():
+            self.history.close()
+            self._salvage_history(self._key, StoreAlarm("a page failed SQLite's check"))
+            self.history = History(self.dir / HISTORY_FILE, self._key)
+        report = []
+        for damage in self.get_meta(STORE_DAMAGE, []):
+            report.append(f"{damage['file']}: {damage['problem']}")
+            report.append(f"  {damage['salvaged']}")
+            copy = damage.get("kept_aside")
+            if copy and (self.dir / copy).exists():
+                report.append(f"  the damaged file is kept as {self.dir / copy}")
+        added = 0
+        copies = sorted(self.dir.glob(f"{LIVE_FILE}.bad-*"))
+        if self.mirror and self.mirror.is_dir():
+            copies += sorted(self.mirror.glob(f"{LIVE_FILE}.bad-*"))
+        for copy in copies:
+            found = salvage(copy, self._key, "live")
+            for doc in found.state.get("payments", {}).values():
+                payment = Payment.from_record(doc)
+                if payment.id not in self._live_ids and not self.history.has(payment.id):
+                    self.add(payment)
+                    added += 1
+                    report.append(f"  payment {payment.id} brought back from {copy}")
+        report.append(f"{added} payments added back to the queue" if added
+                      else "no payment that still reads was missing from the queue")
+        self.set_meta(STORE_DAMAGE, [])
+        return report
 
     def _hold_process_lock(self) -> None:
         path = self.dir / LOCK_FILE
@@ -287,6 +440,29 @@ class TinyDBStore:
                 self._lock_file.close()
                 self._lock_file = None
 
+    def move_out(self, payments) -> None:
+        """Payments exported to another kiosk (state ``moved``) leave the queue
+        for history: one history transaction -- the durable step -- then one
+        append taking them all out of the queue.  A crash in between leaves
+        them in both, which opening mends (as after a settle)."""
+        payments = list(payments)
+        with self.live_lock:
+            missing = [p.id for p in payments if p.id not in self._live_ids or not p.settled]
+            if missing:
+                raise KeyError(f"not in the live queue, or not moved: {', '.join(missing)}")
+            if not payments:
+                return
+            self.history.put_many(payments, replace=True)
+            crash_point("move:after_history")
+            doc_ids = [self._live_ids[p.id] for p in payments]
+            witness_id = self._meta_ids.get(LAST_SETTLED) or self._new_doc_id()
+            with self.live_db.storage.changing("payments", *doc_ids, also={"meta": [witness_id]}):
+                self.live_payments.remove(doc_ids=doc_ids)
+                self.meta.upsert(Document({"name": LAST_SETTLED, "value": payments[-1].id}, doc_id=witness_id))
+            for payment in payments:
+                del self._live_ids[payment.id]        # only once the file says so
+            self._meta_ids[LAST_SETTLED] = witness_id
+
 
 class TinyDBStoragePlugin:
     @hookimpl
@@ -297,13 +473,15 @@ class TinyDBStoragePlugin:
     def kiosk_storage_files(self, settings):
         # the -wal file holds history committed since the last checkpoint; the
         # old files are there on a card an earlier release wrote
-        return [KEY_FILE, LIVE_FILE, HISTORY_FILE, HISTORY_FILE + "-wal", OLD_HISTORY, OLD_FEED]
+        return [KEY_FILE, SEALED_FILE, LIVE_FILE, HISTORY_FILE, HISTORY_FILE + "-wal", OLD_HISTORY, OLD_FEED]
 
     @hookimpl
     def kiosk_open_storage(self, settings, data_dir, create):
         own = settings["storage.tinydb"]
-        return TinyDBStore(data_dir, create=create, compact_every=own["compact_every"],
-                           migration_batch=own.get("migration_batch", 2000))
+        mirror = settings.get("storage", {}).get("mirror")
+        return TinyDBStore(data_dir, create=create, compact_every=own["compact_every"], mirror=mirror or None,
+                           migration_batch=own.get("migration_batch", 2000),
+                           protector=KeyProtector.from_settings(own))
 
 
 plugin = TinyDBStoragePlugin()

@@ -99,8 +99,14 @@ def _alarm_on_damage(method):
         except sqlite3.OperationalError as exc:     # locked by another program, disk full, I/O error
             raise StoreAlarm(f"{self.path}: history cannot be used ({exc})") from None
         except sqlite3.DatabaseError as exc:        # malformed pages, not a database
-            raise StoreAlarm(f"{self.path}: history database damaged ({exc})") from None
+            raise _damaged(f"{self.path}: history database damaged ({exc}); run `kiosk recover`") from None
     return checked
+
+
+def _damaged(message: str) -> StoreAlarm:
+    alarm = StoreAlarm(message)
+    alarm.damaged = True         # the bytes are there but do not all read: history_salvage can rebuild
+    return alarm
 
 
 def history_key(kiosk_key: bytes) -> bytes:
@@ -142,8 +148,10 @@ class History:
             if self.db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 self._make_schema()     # once per file: an open that only reads writes nothing
             self.file_id, form = self._about("file_id"), self._about("format")
+        except sqlite3.OperationalError as exc:     # locked by another program, disk full, I/O error
+            raise StoreAlarm(f"{self.path}: history cannot be used ({exc})") from None
         except sqlite3.DatabaseError as exc:
-            raise StoreAlarm(f"{self.path}: not a readable history database ({exc})") from None
+            raise _damaged(f"{self.path}: not a readable history database ({exc})") from None
         if form != FORMAT:
             raise StoreAlarm(f"{self.path}: history format {form!r} is newer than this kiosk knows")
         for name in (self.path, self.path + "-wal", self.path + "-shm"):
@@ -325,6 +333,14 @@ class History:
                                    (keep,)).rowcount
 
     # -- upkeep ---------------------------------------------------------------
+
+    def intact(self) -> bool:
+        """SQLite's own check of every page (``kiosk recover``: it reads the whole file)."""
+        try:
+            with self.lock:
+                return self.db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        except sqlite3.DatabaseError:
+            return False
 
     @_alarm_on_damage
     def checkpoint(self) -> None:

@@ -31,11 +31,21 @@ what a power cut during an append leaves.  That record was never acknowledged,
 so it is copied aside (``<name>.torn-<UTC timestamp>``), cut off, and the store
 opens normally with ``recovered_torn_tail = True``.
 
+How much of the file was acknowledged is kept outside its bytes, in an
+extended attribute of the file (``user.kiosk.acknowledged``: file id, end
+offset and record count), set before the fsync that acknowledges each record.
+It survives ``truncate`` and an in-place overwrite, so a cut -- at a record
+boundary too -- is told apart from a torn write: a file shorter than what was
+acknowledged is an alarm naming what is missing; only bytes past the
+acknowledged end are an unacknowledged write.  On a file system without user
+extended attributes (FAT) there is no witness, and :attr:`cut_detection` is
+False: a torn tail is then recovered without a claim that nothing was lost.
+
 Known limits (by design):
 
-* A cut exactly at a record boundary is undetectable: the file is then a valid,
-  shorter log (the last records simply look like they were never written).
-  Only keeping a counter outside the file could catch that.
+* A copy that carries an older witness along with its bytes (``cp -a`` of an
+  older backup) is a consistent, older file: a restore, not a cut.  The
+  forwarding pass's reconcile with Stripe keeps a restore from charging twice.
 * What changed: the caller says which documents a write changes
   (:meth:`EncryptedLogStorage.changing`), and only those are encoded and
   appended -- a write costs what it changes, whatever the file holds.  The
@@ -55,6 +65,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -67,6 +78,8 @@ from typing import Optional
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from tinydb.storages import Storage
+
+from kiosk import crash_point
 
 __all__ = ["StoreAlarm", "create_key", "load_key", "EncryptedLogStorage"]
 
@@ -86,7 +99,12 @@ _SEQ = struct.Struct(">Q")
 _MISSING = object()
 _DIAGNOSE_WINDOW = 64  # how far beyond its own position a misplaced record is looked for
 
+WITNESS = "user.kiosk.acknowledged"     # extended attribute: what of this file was acknowledged
+_WITNESS = struct.Struct(">16sQQ")       # file id, end offset, records
+_NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, getattr(errno, "ENOATTR", errno.ENODATA)} - {errno.ENODATA}
+
 _fdatasync = getattr(os, "fdatasync", os.fsync)
+_fsync = os.fsync
 _encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode
 _encode_as_is = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
@@ -99,11 +117,12 @@ class StoreAlarm(Exception):
     for inspection or None).
     """
 
-    def __init__(self, path, problem: str = "", kept_aside: Optional[str] = None):
+    def __init__(self, path, problem: str = "", kept_aside: Optional[str] = None, damaged: bool = False):
         super().__init__(path, problem, kept_aside)
         self.path = os.fspath(path) if path is not None else None
         self.problem = problem
         self.kept_aside = kept_aside
+        self.damaged = damaged      # the bytes are there but fail to read: salvage() may save the rest
 
     def __str__(self) -> str:
         msg = f"{self.path}: {self.problem}"
@@ -145,6 +164,34 @@ def _read_all(fd: int) -> bytes:
             return b"".join(chunks)
         chunks.append(chunk)
         off += len(chunk)
+
+
+def read_witness(fd_or_path):
+    """``(file_id, end, records)`` acknowledged for a file, ``None`` if it has
+    no witness, ``False`` if its file system keeps no extended attributes."""
+    try:
+        raw = os.getxattr(fd_or_path, WITNESS)
+    except OSError as e:
+        if e.errno == errno.ENODATA:
+            return None
+        if e.errno in _NO_XATTRS:
+            return False
+        raise
+    if len(raw) != _WITNESS.size:
+        return None          # not ours to trust: as if absent
+    return _WITNESS.unpack(raw)
+
+
+def _write_witness(fd: int, file_id: bytes, end: int, records: int) -> bool:
+    """Record what is acknowledged once the next fsync returns; False where
+    the file system keeps no extended attributes."""
+    try:
+        os.setxattr(fd, WITNESS, _WITNESS.pack(file_id, end, records))
+    except OSError as e:
+        if e.errno in _NO_XATTRS:
+            return False
+        raise
+    return True
 
 
 def _utc_stamp() -> str:
@@ -223,8 +270,12 @@ class EncryptedLogStorage(Storage):
     """
 
     def __init__(self, path, key: bytes, label: str, create: bool = False, compact_every: int = 2000,
-                 read_only: bool = False):
+                 read_only: bool = False, mirror=None):
         self.path = os.fspath(path)
+        # the second copy every append also lands in, fsync'd, before it is acknowledged
+        self.mirror = os.fspath(mirror) if mirror else None
+        self.mirror_problem: Optional[str] = None   # the mirror failed: writes go on to the first copy alone
+        self._mirror_fd: Optional[int] = None
         self.read_only = read_only      # one copy in memory, no writes: for moving an old file out
         if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_LEN:
             raise ValueError(f"key must be {KEY_LEN} bytes")
@@ -235,6 +286,9 @@ class EncryptedLogStorage(Storage):
         self.records = 0
         self.recovered_torn_tail = False
         self.torn_tail_copy: Optional[str] = None
+        self.cut_detection = True       # False where the file system keeps no witness (see module doc)
+        self.nothing_lost_known = True  # a recovered torn tail lay past what was acknowledged
+        self.replaced = False           # the file is another generation than the one last acknowledged here
         self._aead = AESGCM(bytes(key))
         self._label_b = label.encode("utf-8")
         self._dir = os.path.dirname(os.path.abspath(self.path))
@@ -252,6 +306,8 @@ class EncryptedLogStorage(Storage):
         if create and not os.path.lexists(self.path):
             self._create()
         self._open()
+        if self.mirror and not read_only:
+            self._open_mirror()
 
     # ------------------------------------------------------------------ TinyDB API
 
@@ -295,7 +351,7 @@ class EncryptedLogStorage(Storage):
                 return
             try:
                 record = self._seal(payload, self.records)
-                self._append(record)
+                self._append(record, self.records + 1)
             except BaseException:
                 self._rollback()
                 raise
@@ -307,6 +363,59 @@ class EncryptedLogStorage(Storage):
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+            if self._mirror_fd is not None:
+                os.close(self._mirror_fd)
+                self._mirror_fd = None
+
+    # ------------------------------------------------------------------ the mirror
+
+    def _open_mirror(self) -> None:
+        """The mirror must hold exactly the first copy's bytes (healed before opening)."""
+        try:
+            if not os.path.lexists(self.mirror):
+                with open(self.path, "rb") as handle:
+                    install_copy(self.mirror, handle.read(self._end), self._file_id, self.records)
+            fd = os.open(self.mirror, os.O_RDWR | os.O_APPEND)
+        except OSError as e:
+            self._mirror_failed(f"cannot open it ({e.strerror})")
+            return
+        if os.fstat(fd).st_size != self._end:
+            os.close(fd)
+            self._mirror_failed("it differs from the first copy")
+            return
+        self._mirror_fd = fd
+
+    def _mirror_failed(self, why: str) -> None:
+        if self._mirror_fd is not None:
+            os.close(self._mirror_fd)
+            self._mirror_fd = None
+        self.mirror_problem = f"mirror {self.mirror}: {why}; sales are kept on the first copy alone"
+        log.error("%s", self.mirror_problem)
+
+    def _write_mirror(self, record: bytes, records: int) -> None:
+        """Append to the mirror, before either copy is fsync'd (on one file
+        system the first fsync then commits both).  A mirror that fails (a
+        stick pulled out) is dropped with an alarm, never the sale; opening
+        heals it from the first copy."""
+        fd = self._mirror_fd
+        if fd is None:
+            return
+        crash_point("mirror:before_append")
+        try:
+            _write_all(fd, record)
+            if self.cut_detection:
+                _write_witness(fd, self._file_id, self._end + len(record), records)
+        except OSError as e:
+            self._mirror_failed(f"a write failed ({e.strerror})")
+
+    def _sync_mirror(self) -> None:
+        fd = self._mirror_fd
+        if fd is None:
+            return
+        try:
+            (_fsync if self.cut_detection else _fdatasync)(fd)
+        except OSError as e:
+            self._mirror_failed(f"a write failed ({e.strerror})")
 
     # ------------------------------------------------------------------ maintenance
 
@@ -324,7 +433,7 @@ class EncryptedLogStorage(Storage):
             record = self._seal(self._snapshot_payload(snapshot), 0, self._make_aad_prefix(file_id))
             content = MAGIC + file_id + record
             old_size = self._end
-            tmp, fd = self._write_temp(content)
+            tmp, fd = self._write_temp(content, file_id)
             try:
                 os.replace(tmp, self.path)
             except BaseException:
@@ -337,6 +446,15 @@ class EncryptedLogStorage(Storage):
             self._file_id, self._aad_prefix = file_id, self._make_aad_prefix(file_id)
             self._end = len(content)
             self.records = 1
+            if self._mirror_fd is not None:     # the first copy is renamed first: opening prefers it
+                crash_point("mirror:after_rename")
+                os.close(self._mirror_fd)
+                self._mirror_fd = None
+                try:
+                    install_copy(self.mirror, content, file_id, 1)
+                    self._mirror_fd = os.open(self.mirror, os.O_RDWR | os.O_APPEND)
+                except OSError as e:
+                    self._mirror_failed(f"compaction could not write it ({e.strerror})")
             self._copies = copies
             self._data = {name: _fresh(table) for name, table in copies.items()}
             try:
@@ -363,7 +481,7 @@ class EncryptedLogStorage(Storage):
             raise ValueError(f"record of {len(body)} bytes exceeds the {MAX_BODY} byte limit")
         return _LEN.pack(len(body)) + body
 
-    def _write_temp(self, content: bytes):
+    def _write_temp(self, content: bytes, file_id: bytes):
         base = os.path.basename(self.path)
         while True:
             tmp = os.path.join(self._dir, f".{base}.tmp-{secrets.token_hex(6)}")
@@ -375,6 +493,8 @@ class EncryptedLogStorage(Storage):
         try:
             os.fchmod(fd, 0o600)
             _write_all(fd, content)
+            if self.cut_detection:
+                self.cut_detection = _write_witness(fd, file_id, len(content), 1)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -392,7 +512,7 @@ class EncryptedLogStorage(Storage):
     def _create(self) -> None:
         file_id = os.urandom(FILE_ID_LEN)
         record = self._seal(self._snapshot_payload("{}"), 0, self._make_aad_prefix(file_id))
-        tmp, fd = self._write_temp(MAGIC + file_id + record)
+        tmp, fd = self._write_temp(MAGIC + file_id + record, file_id)
         try:
             try:
                 os.link(tmp, self.path)  # atomic and never overwrites
@@ -424,12 +544,17 @@ class EncryptedLogStorage(Storage):
                 buf = _read_all(fd)
             except OSError as e:
                 raise StoreAlarm(path, f"cannot read store file ({e.strerror})") from None
+            witness = read_witness(fd)
+            self.cut_detection = witness is not False
             try:
-                state, file_id, count, good_end = self._parse(buf)
+                state, file_id, count, good_end, ours = self._judge(buf, witness)
             except _Bad as bad:
                 copy, note = self._keep_aside(buf, "bad")
-                raise StoreAlarm(path, str(bad) + note, copy) from None
+                raise StoreAlarm(path, str(bad) + note, copy, damaged=True) from None
+            if self.replaced:
+                log.warning("store %s is not the file last written here (a copy put in its place?)", path)
             if good_end < len(buf):
+                self.nothing_lost_known = ours is not None     # the tail lay past the acknowledged end
                 copy, note = self._keep_aside(buf, "torn")
                 if copy is None:
                     raise StoreAlarm(path, f"torn final record ({len(buf) - good_end} bytes)" + note)
@@ -455,9 +580,57 @@ class EncryptedLogStorage(Storage):
         self._copies = state
         self._data = state if self.read_only else {name: _fresh(table) for name, table in state.items()}
 
+    def _judge(self, buf: bytes, witness):
+        """Check a file's bytes against its witness: ``(state, file_id,
+        records, good_end, witness if it is this file's)``, or _Bad."""
+        # a header cut too short to name its file id is still this file, cut
+        ours = witness if witness and (len(buf) < HEADER_LEN or buf[len(MAGIC):HEADER_LEN] == witness[0]) else None
+        self.replaced = bool(witness) and ours is None
+        try:
+            state, file_id, count, good_end = self._parse(buf)
+        except _Bad as bad:
+            if ours and len(buf) < ours[1]:
+                raise _Bad(f"{self._cut_short(buf, ours)}; {bad}") from None
+            raise
+        if ours and len(buf) < ours[1]:
+            raise _Bad(self._cut_short(buf, ours))
+        if ours and good_end < ours[1]:
+            raise _Bad(f"record {count} at offset {good_end} cannot be read, inside the "
+                       f"{ours[1]} bytes acknowledged")
+        return state, file_id, count, good_end, ours
+
+    @classmethod
+    def judge(cls, buf: bytes, witness, key: bytes, label: str):
+        """:meth:`_judge` without opening anything: ``(records, good_end,
+        file_id, None)`` for a file that reads, ``(0, 0, None, problem)``
+        for one that does not."""
+        judge = cls.__new__(cls)
+        judge._aead, judge.label, judge._label_b = AESGCM(bytes(key)), label, label.encode("utf-8")
+        try:
+            _, file_id, count, good_end, _ = judge._judge(buf, witness)
+        except _Bad as bad:
+            return 0, 0, None, str(bad)
+        return count, good_end, file_id, None
+
+    def _cut_short(self, buf: bytes, witness) -> str:
+        """The alarm for a file shorter than what was acknowledged: how much is missing."""
+        _, end, records = witness
+        try:
+            present = self._parse(buf)[2]
+        except _Bad:
+            present = 0
+        return (f"cut short: {end - len(buf)} bytes missing (the file ends at byte {len(buf)} of the "
+                f"{end} acknowledged; {records - present} of {records} records lost)")
+
     def _keep_aside(self, buf: bytes, kind: str):
-        """Copy the file's bytes to <name>.<kind>-<UTC stamp> (0600). Returns (path|None, note)."""
-        base = f"{self.path}.{kind}-{_utc_stamp()}"
+        """Copy the file's bytes to <name>.<kind>-<stamp> (0600). Returns (path|None, note).
+        A damaged file is named by its content, so it is kept once however often it is opened."""
+        if kind == "bad":
+            base = f"{self.path}.{kind}-{hashlib.sha256(buf).hexdigest()[:16]}"
+            if os.path.exists(base):
+                return base, ""
+        else:
+            base = f"{self.path}.{kind}-{_utc_stamp()}"
         try:
             for i in range(1000):
                 name = base if i == 0 else f"{base}-{i}"
@@ -709,10 +882,13 @@ class EncryptedLogStorage(Storage):
         parts.append("}")
         return "".join(parts).encode("utf-8")
 
-    def _append(self, record: bytes) -> None:
+    def _append(self, record: bytes, records: int) -> None:
         fd = self._fd
         try:
             _write_all(fd, record)
+            if self.cut_detection:     # in the same journal commit as the record (fsync below)
+                self.cut_detection = _write_witness(fd, self._file_id, self._end + len(record), records)
+            self._write_mirror(record, records)
         except BaseException as e:
             try:  # never leave a partial record in front of the next one
                 os.ftruncate(fd, self._end)
@@ -720,12 +896,20 @@ class EncryptedLogStorage(Storage):
             except OSError as e2:
                 self._failed = f"append failed and could not be undone ({e2.strerror})"
             raise e
+        # both copies' fsyncs at once: on one file system they share a journal commit
+        mirror = threading.Thread(target=self._sync_mirror) if self._mirror_fd is not None else None
+        if mirror is not None:
+            mirror.start()
         try:
-            _fdatasync(fd)
+            # fsync, not fdatasync: the witness is metadata; an append commits the inode anyway
+            (_fsync if self.cut_detection else _fdatasync)(fd)
         except OSError as e:
             # After a failed fdatasync the state of the record on disk is unknown.
             self._failed = f"fdatasync failed ({e.strerror})"
             raise
+        finally:
+            if mirror is not None:
+                mirror.join()
         self._end += len(record)
 
     def _commit(self, data: dict, plan) -> None:
@@ -750,6 +934,33 @@ class EncryptedLogStorage(Storage):
     def _rollback(self) -> None:
         """Make memory match the disk again after a write that did not happen."""
         self._data = {name: _fresh(table) for name, table in self._copies.items()}
+
+
+def install_copy(path, content: bytes, file_id: Optional[bytes], records: int) -> None:
+    """Put ``content`` (a whole, checked file) at ``path`` with its witness:
+    written beside it, fsync'd, renamed over it, the folder fsync'd."""
+    path = os.fspath(path)
+    folder, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{base}.tmp-copy-{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        _write_all(fd, content)
+        if file_id is not None:       # a key file has none
+            _write_witness(fd, file_id, len(content), records)
+        os.fsync(fd)
+        os.close(fd)
+        fd = None
+        os.replace(tmp, path)
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(folder)
 
 
 class _Declared:

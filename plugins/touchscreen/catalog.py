@@ -43,6 +43,9 @@ EN = {
     "cancelling": "Cancelling…",
     # confirm offline
     "confirm_title": "Stripe unreachable — sell offline?",
+    "confirm_title_key_missing": "No Stripe API key — sell offline?",
+    "confirm_title_key_rejected": "Stripe key rejected — sell offline?",
+    "confirm_title_request_refused": "Kiosk needs an update — sell offline?",
     "risk_note": "The card is checked only once back online: a decline then is your loss.",
     "limit_left": "{left} of {total} offline limit left",
     "per_sale": "Up to {amount} per sale",
@@ -55,6 +58,7 @@ EN = {
     "mode_abc": "ABC",
     "mode_123": "123",
     "contact_invalid": "Not a phone number or e-mail address",
+    "contact_card_number": "Looks like a card number — not taken; use an e-mail address",
     # results
     "result_approved": "Approved",
     "result_approved_offline": "Approved offline",
@@ -65,6 +69,16 @@ EN = {
     "result_unconfirmed_note": "Stripe did not answer. The sale is kept and settles when Stripe answers "
                                "— do not charge the card again.",
     "result_cancelled": "Cancelled",
+    # a write the kiosk's disk refused: how far the sale got (SaleResult.disk)
+    "disk_not_stored": "Not stored — disk full. The card was not charged: free space, then take the sale again.",
+    "disk_kept_not_charged": "Not charged yet — the kiosk's disk is full. The sale is kept and charged once "
+                             "space is freed: do not charge again.",
+    "disk_charged_not_stored": "Charged at Stripe — do not charge again. The kiosk's disk is full: the sale "
+                               "is recorded once space is freed.",
+    "disk_sent_not_stored": "Sent to Stripe; the kiosk's disk is full, so its answer is not recorded yet. "
+                            "It settles once space is freed — do not charge again.",
+    "disk_maybe_stored": "The kiosk's card failed a write: this sale may be kept — check Payments before "
+                         "charging again, and get the kiosk checked.",
     "new_sale": "New sale",
     "refused_reader": "Card reader: {detail}",
     # refusal reasons (Japanese needs them; English shows the engine's own sentence)
@@ -75,6 +89,8 @@ EN = {
     "limit_currency": "No offline limit is set for this currency",
     "limit_policy": "The offline-limits policy failed",
     "limit_online_only": "Stripe cannot be reached and this kiosk takes online sales only",
+    "limit_paused": "Sales are paused",
+    "limit_online_only_key": "The Stripe API key is missing or rejected and this kiosk takes online sales only",
     # payments
     "payments_title": "Payments",
     "payments_count": "{n} shown",
@@ -83,6 +99,7 @@ EN = {
     "state_forwarding": "Sending",
     "state_succeeded": "Sent",
     "state_failed": "Failed",
+    "state_moved": "Moved",            # exported to another kiosk
     "tag_offline": "offline",
     # attention
     "attention_title": "Needs attention",
@@ -106,6 +123,7 @@ EN = {
     "not_ready_offline": "Not ready to sell offline: {reason}",
     "ready_api_key": "no Stripe key",
     "ready_stripe": "Stripe not checked",
+    "ready_key_rejected": "Stripe rejected the API key",
     "ready_api_version": "Stripe API version differs",
     "ready_clock": "clock differs from Stripe's",
     "ready_reader": "reader cannot sell offline",
@@ -117,6 +135,9 @@ EN = {
     "remind_2": "Go online now: {left} left to send {n} payment(s)",
     "remind_3": "Only {left} left! Connect now to send {n} payment(s)",
     "remind_over": "24-hour window passed — connect now, payments may fail",
+    "clock_behind": "Clock is {gap} behind — ages counted from the last known time; set the clock",
+    "clock_ahead": "Clock is {gap} ahead of Stripe's — set the clock",
+    "clock_unchecked": "Clock not checked since start — connect so payment ages are known",
     "failure_one": "Payment declined — follow up: {what}",
     "failure_many": "{n} payments declined — follow up",
     "view": "View",
@@ -129,6 +150,9 @@ EN = {
     "toast_followed": "Marked as followed up",
     "toast_sync": "Syncing now",
     "notice_auth_failed": "Stripe rejected the API key — forwarding stopped, payments kept",
+    "notice_key_missing": "No Stripe API key set — nothing is sent until one is; payments kept",
+    "key_missing": "No API key",          # status bar: short, the pending count must still fit
+    "key_rejected": "Key rejected",
     "notice_store_recovered": "Queue recovered after power loss",
     "notice_store_alarm": "Payment storage damaged — do not charge a card twice; get the kiosk checked",
     "notice_reader": "Card reader — {what}",
@@ -137,6 +161,12 @@ EN = {
     "notice_declined_for_now": "Declined for now, will retry: {what}",
     "notice_plugin_trouble": "A plugin is not working and is skipped; sales go on — {what}",
     "notice_safe_mode": "Safe mode: only the built-in plugins are loaded; sales go on",
+    "notice_disk_full": "The kiosk's disk is full (or failing): new sales cannot be stored — do not charge a "
+                        "card twice; free some space",
+    "notice_disk_low": "Disk space low — free some space before sales cannot be stored",
+    "notice_battery_low": "Battery low — plug the kiosk in soon",
+    "notice_battery_critical": "Battery nearly empty — new sales stopped; the kiosk switches off once the sale under way is done",
+    "notice_power_restored": "Back on mains power — sales go on",
 }
 
 JA = {
@@ -168,6 +198,9 @@ JA = {
     "cancel": "キャンセル",
     "cancelling": "キャンセル中…",
     "confirm_title": "Stripeに接続できません — オフラインで販売しますか？",
+    "confirm_title_key_missing": "StripeのAPIキーがありません — オフラインで販売しますか？",
+    "confirm_title_key_rejected": "StripeがAPIキーを拒否 — オフラインで販売しますか？",
+    "confirm_title_request_refused": "キオスクの更新が必要です — オフラインで販売しますか？",
     "risk_note": "カードはオンライン復帰後に確認されます。その時の拒否は店側の損失です。",
     "limit_left": "オフライン上限 {total} のうち残り {left}",
     "per_sale": "1回あたり最大 {amount}",
@@ -179,6 +212,7 @@ JA = {
     "mode_abc": "ABC",
     "mode_123": "123",
     "contact_invalid": "電話番号またはメールアドレスではありません",
+    "contact_card_number": "カード番号のようなので使えません — メールアドレスをお使いください",
     "result_approved": "承認されました",
     "result_approved_offline": "オフラインで承認",
     "result_offline_note": "オンライン復帰後に送信されます",
@@ -188,6 +222,14 @@ JA = {
     "result_unconfirmed_note": "Stripeから応答がありません。販売は保存され、応答後に確定します"
                                " — カードを再度請求しないでください。",
     "result_cancelled": "キャンセル",
+    "disk_not_stored": "保存できません — ディスクが一杯です。カードは請求されていません。空きを作ってから、もう一度販売してください。",
+    "disk_kept_not_charged": "まだ請求されていません — ディスクが一杯です。販売は保存され、空きができ次第請求されます。"
+                             "再度請求しないでください。",
+    "disk_charged_not_stored": "Stripeで請求済み — 再度請求しないでください。ディスクが一杯のため、空きができ次第記録されます。",
+    "disk_sent_not_stored": "Stripeに送信済みです。ディスクが一杯のため結果をまだ記録できません。空きができ次第確定します"
+                            " — 再度請求しないでください。",
+    "disk_maybe_stored": "キオスクのカードに書き込めませんでした。この販売は保存されている可能性があります — "
+                         "再度請求する前に支払い一覧を確認し、点検を受けてください。",
     "new_sale": "次の販売",
     "refused_reader": "カードリーダー：{detail}",
     "limit_per_transaction": "1回あたりのオフライン上限を超えています",
@@ -197,6 +239,8 @@ JA = {
     "limit_currency": "この通貨のオフライン上限が設定されていません",
     "limit_policy": "オフライン上限の計算に失敗しました",
     "limit_online_only": "Stripeに接続できません（オンライン販売のみの設定です）",
+    "limit_paused": "販売を一時停止しています",
+    "limit_online_only_key": "StripeのAPIキーがないか拒否されています（オンライン販売のみの設定です）",
     "payments_title": "支払い一覧",
     "payments_count": "{n}件を表示",
     "no_payments": "支払いはまだありません",
@@ -204,6 +248,7 @@ JA = {
     "state_forwarding": "送信中",
     "state_succeeded": "送信済み",
     "state_failed": "失敗",
+    "state_moved": "移動済み",
     "tag_offline": "オフライン",
     "attention_title": "要対応",
     "followed_up": "対応済み",
@@ -225,6 +270,7 @@ JA = {
     "not_ready_offline": "オフライン販売の準備ができていません：{reason}",
     "ready_api_key": "Stripeキーがありません",
     "ready_stripe": "Stripeを確認できません",
+    "ready_key_rejected": "StripeがAPIキーを拒否",
     "ready_api_version": "StripeのAPIバージョンが異なります",
     "ready_clock": "時計がStripeとずれています",
     "ready_reader": "リーダーがオフライン非対応",
@@ -235,6 +281,9 @@ JA = {
     "remind_2": "今すぐオンラインに：残り {left}で {n}件を送信",
     "remind_3": "残り {left}！今すぐ接続して {n}件を送信",
     "remind_over": "24時間を過ぎました — 今すぐ接続してください（失敗の恐れ）",
+    "clock_behind": "時計が {gap} 遅れています — 最後に確かな時刻から数えています。時計を合わせてください",
+    "clock_ahead": "時計がStripeより {gap} 進んでいます — 時計を合わせてください",
+    "clock_unchecked": "起動後まだ時計を確認できていません — 接続すると支払いの経過時間が確定します",
     "failure_one": "支払いが拒否されました — 要対応：{what}",
     "failure_many": "{n}件の支払いが拒否されました — 要対応",
     "view": "表示",
@@ -247,6 +296,9 @@ JA = {
     "toast_followed": "対応済みにしました",
     "toast_sync": "同期しています",
     "notice_auth_failed": "StripeがAPIキーを拒否 — 送信停止中（支払いは保持）",
+    "notice_key_missing": "StripeのAPIキーが未設定 — 設定されるまで送信しません（支払いは保持）",
+    "key_missing": "APIキーなし",
+    "key_rejected": "APIキー拒否",
     "notice_store_recovered": "停電後にキューを復旧しました",
     "notice_store_alarm": "決済データの保存に異常 — 同じカードに二重請求しないでください。点検が必要です",
     "notice_reader": "カードリーダー：{what}",
@@ -255,6 +307,11 @@ JA = {
     "notice_declined_for_now": "一時的に拒否、再試行します：{what}",
     "notice_plugin_trouble": "動作しないプラグインをスキップしました（販売は続行）：{what}",
     "notice_safe_mode": "セーフモード：組み込みプラグインのみ読み込み中（販売は続行）",
+    "notice_disk_full": "ディスクが一杯（または故障）です：新しい販売を保存できません — カードを二重に請求しないでください。空きを作ってください",
+    "notice_disk_low": "ディスクの空きが少なくなっています — 販売を保存できなくなる前に空きを作ってください",
+    "notice_battery_low": "バッテリー残量が少なくなっています — 早めに電源につないでください",
+    "notice_battery_critical": "バッテリー残量がほとんどありません — 新しい販売を停止しました。処理中の販売が終わると電源が切れます",
+    "notice_power_restored": "電源に接続されました — 販売を続けます",
 }
 
 # Stripe decline codes a vendor meets most; others are shown as the code itself.

@@ -121,5 +121,7 @@ def read_snapshot(kiosk) -> Snapshot:
         live=kiosk.live()[::-1],
         settled=kiosk.settled(SETTLED_SHOWN),
         problem=kiosk.problem,
+        key_problem=status.get("key_problem"),
         readiness=kiosk.last_readiness,
+        clock=status.get("clock"),
     )

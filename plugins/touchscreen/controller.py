@@ -24,7 +24,7 @@ import time
 from typing import Callable
 
 from kiosk import (CANCELLED, FAILED, FORWARDING, PENDING, REFUSED, SUCCEEDED, UNCONFIRMED, MoneyError,
-                   SaleResult, check_amount, check_contact, format_amount, minimum_charge)
+                   SaleResult, check_amount, check_contact, contains_card_number, format_amount, minimum_charge)
 
 from .catalog import Catalog
 from .keypad import type_contact
@@ -35,7 +35,8 @@ log = logging.getLogger("kiosk.touchscreen")
 TOAST_SECONDS = 4.0
 SALE_JOIN_SECONDS = 90.0  # a sale's reader wait and charge finish before the kiosk closes
 # Notices sent before the screen opened that it still shows when it does.
-REPLAYED_NOTICES = ("store_recovered", "interrupted", "auth_failed", "reader", "needs_update", "store_alarm")
+REPLAYED_NOTICES = ("store_recovered", "interrupted", "auth_failed", "key_missing", "reader", "needs_update",
+                    "store_alarm")
 
 
 class SaleController:
@@ -138,7 +139,11 @@ class SaleController:
             ui.contact = check_contact(ui.contact)
             return True
         except ValueError:
-            ui.contact_error = self.catalog("contact_invalid")
+            if contains_card_number(ui.contact):
+                # never shown back, never kept: the field is wiped
+                ui.contact, ui.contact_error = "", self.catalog("contact_card_number")
+            else:
+                ui.contact_error = self.catalog("contact_invalid")
             ui.screen = "contact"
             return False
 
@@ -265,10 +270,17 @@ class SaleController:
             else:      # off, not found, pairing refused, battery low: the vendor must see it
                 self.ui.alerts.append(Alert("reader", self.catalog("notice_reader", what=what)))
             return
-        key = {"auth_failed": "notice_auth_failed", "store_recovered": "notice_store_recovered",
+        if notice.kind == "clock":
+            self.chores.refresh()       # its banner stays while the clock is not trusted: read it again
+            return
+        key = {"auth_failed": "notice_auth_failed", "key_missing": "notice_key_missing",
+               "store_recovered": "notice_store_recovered",
                "interrupted": "notice_interrupted", "needs_update": "notice_needs_update",
                "declined_for_now": "notice_declined_for_now", "plugin_trouble": "notice_plugin_trouble",
-               "safe_mode": "notice_safe_mode", "store_alarm": "notice_store_alarm"}.get(notice.kind)
+               "safe_mode": "notice_safe_mode", "store_alarm": "notice_store_alarm",
+               "battery_low": "notice_battery_low", "battery_critical": "notice_battery_critical",
+               "power_restored": "notice_power_restored",
+               "disk_full": "notice_disk_full", "disk_low": "notice_disk_low"}.get(notice.kind)
         if key is None:
             return     # the rest are on screen already: results, toasts, the status bar and its banner
         payment = notice.payment or {}
@@ -276,8 +288,10 @@ class SaleController:
         if payment:
             what = (f"{format_amount(payment['amount'], payment['currency'], self.catalog.locale)} "
                     f"{payment['card']['brand']} •••• {payment['card']['last4']}")
-        if notice.kind == "declined_for_now":
-            self._toast(self.catalog(key, what=what))     # nothing to do yet: the kiosk tries again
+        if notice.kind == "power_restored":       # the battery warnings no longer hold
+            self.ui.alerts[:] = [a for a in self.ui.alerts if a.kind not in ("battery_low", "battery_critical")]
+        if notice.kind in ("declined_for_now", "power_restored"):
+            self._toast(self.catalog(key, what=what))     # nothing to do: the kiosk tries again, sales go on
             return
         self.ui.alerts.append(Alert(notice.kind, self.catalog(key, what=what)))
 

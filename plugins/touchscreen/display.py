@@ -32,6 +32,8 @@ import os
 import threading
 import time
 
+from kiosk import heartbeat
+
 from . import OPEN_DISPLAYS
 from .catalog import Catalog
 from .chores import Chores, read_snapshot
@@ -150,6 +152,7 @@ class TouchscreenDisplay:
         self._stop = stop
         try:
             while not stop.is_set() and not self._quit:
+                heartbeat()     # systemd's watchdog: the screen's loop is turning (a step waits 5 s at most)
                 self.step(self._until_next_timer())
         except BaseException:
             self.close(cancel_sale=False)     # a sale under way still finishes and is stored

@@ -164,7 +164,22 @@ def banners(ui: UiState, ctx: Context) -> list[tuple]:
     level = reminder_level(ui, ctx)
     if level is not None:
         shown.append(("reminder", level[0], level[1]))
+    clock = clock_banner(ui, ctx)
+    if clock is not None:
+        shown.append(("clock", *clock))
     return shown
+
+
+def clock_banner(ui: UiState, ctx: Context) -> tuple[int, str] | None:
+    """The clock is not known to be right: the ages on screen may be short (kiosk/clock.py)."""
+    clock = ui.snapshot.clock if ui.snapshot is not None else None
+    if not clock or clock["trusted"]:
+        return None
+    if "behind" in clock["reasons"]:
+        return 2, ctx.t("clock_behind", gap=ctx.t.age(clock["offset_seconds"] / 3600))
+    if "ahead_of_stripe" in clock["reasons"]:
+        return 2, ctx.t("clock_ahead", gap=ctx.t.age(-(clock["stripe_offset_seconds"] or 0.0) / 3600))
+    return 1, ctx.t("clock_unchecked")
 
 
 def build(ui: UiState, ctx: Context, size: tuple[int, int]) -> Scene:
@@ -198,6 +213,8 @@ def status_bar(scene: Scene, ui: UiState, ctx: Context) -> None:
     scene.text(pill, f"● {words}", name="status_online", colour=WHITE, bold=True, role="body")
     snap = ui.snapshot
     parts = []
+    if snap is not None and snap.key_problem and not online:
+        parts.append(t(f"key_{snap.key_problem}"))     # a key to fix, not a signal to wait for
     if snap is not None:
         if snap.pending:
             parts.append(t("pending", n=snap.pending))
@@ -314,7 +331,9 @@ def confirm_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
     title, amount, risk, left, per_sale, contact, buttons = column(
         geo.content, [(geo.text["body"] + 10, 8), (u, 24), (geo.text["small"] + 8, 10),
                       (geo.text["body"] + 8, 8), (geo.text["small"] + 8, 4), (u, 0), (int(u * 1.2), 4)], gap)
-    scene.text(title, t("confirm_title"), name="confirm_title", role="large", bold=True, colour=OFFLINE)
+    because = getattr(offer, "because", "unreachable")
+    title_key = f"confirm_title_{because}" if t.has(f"confirm_title_{because}") else "confirm_title"
+    scene.text(title, t(title_key), name="confirm_title", role="large", bold=True, colour=OFFLINE)
     if offer is not None:
         scene.text(amount, ctx.money(offer.amount, offer.currency), name="amount", role="huge", bold=True)
         limits, stored = offer.limits, offer.stored
@@ -383,6 +402,10 @@ def result_lines(result, ctx: Context) -> list[tuple[str, tuple]]:
     if result is None:
         return []
     t, payment = ctx.t, result.payment
+    if result.disk and result.status != DECLINED:
+        # the kiosk's disk refused a write: how far the sale got ("charged at Stripe — do not charge again")
+        return [(result.message[:1].upper() + result.message[1:] if t.language == "en"
+                 else t(f"disk_{result.disk}"), DANGER)]
     if result.status == APPROVED_OFFLINE:
         return [(t("result_offline_note"), INK)]
     if result.status == DECLINED and payment is not None:
@@ -395,8 +418,9 @@ def result_lines(result, ctx: Context) -> list[tuple[str, tuple]]:
             return [(t("refused_reader", detail=result.message[len("reader: "):]), DANGER)]
         if t.language == "en":
             return [(result.message[:1].upper() + result.message[1:], DANGER)]
-        key = f"limit_{result.limit}" if result.limit else ("limit_online_only" if "online sales only" in
-                                                            result.message else None)
+        key = f"limit_{result.limit}" if result.limit else (
+            ("limit_online_only_key" if "API key" in result.message else "limit_online_only")
+            if "online sales only" in result.message else None)
         return [(t(key), DANGER)] if key and key in t.table else [(result.message, DANGER)]
     if result.status == UNCONFIRMED:
         return [(t("result_unconfirmed_note"), INK)]
@@ -494,7 +518,8 @@ def sync_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
     online = ctx.online
     words = {True: t("online"), False: t("offline")}.get(online, t("checking"))
     colour = {True: ONLINE, False: OFFLINE}.get(online, UNKNOWN)
-    scene.text(state, f"● {words}" + (f" — {snap.problem}" if snap and snap.problem else ""),
+    problem = t(f"key_{snap.key_problem}") if snap and snap.key_problem and not online else snap and snap.problem
+    scene.text(state, f"● {words}" + (f" — {problem}" if problem else ""),
                name="sync_state", role="large", bold=True, colour=colour, align="left")
     if snap is not None:
         if snap.pending:
@@ -512,7 +537,8 @@ def sync_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
             if blocked is None:
                 scene.text(ready, t("ready_offline"), align="left", name="sync_ready", colour=ONLINE, bold=True)
             else:
-                reason = t(f"ready_{blocked.name}") if t.has(f"ready_{blocked.name}") else blocked.detail
+                name = "key_rejected" if blocked.name == "stripe" and snap.key_problem == "rejected" else blocked.name
+                reason = t(f"ready_{name}") if t.has(f"ready_{name}") else blocked.detail
                 scene.text(ready, t("not_ready_offline", reason=reason), align="left", name="sync_ready",
                            colour=DANGER, bold=True)
     done, total = ui.progress

@@ -145,6 +145,8 @@ def take_screenshot(screen: str, out: Path, language: str | None = None, size: s
         if language:
             overrides["kiosk"] = {"language": language}
         clock = _ShiftedClock()
+        clock.offset = timedelta(hours=14, minutes=20)   # the sample day starts before the kiosk opens:
+        fake.clock = lambda: clock().timestamp()      # its clock only moves on, and Stripe's keeps it
         with opened_kiosk(Path(config), create=True, overrides=overrides, clock=clock,
                           plugins={"screenshot-lose-answers": lose_answers}) as kiosk:
             sample = _fill(kiosk, fake, clock)
@@ -193,6 +195,9 @@ def _fill(kiosk, fake, clock) -> dict:
         clock.offset -= timedelta(minutes=17)
         kiosk.take_sale(parse_amount(amount, currency), card=card, confirm=yes)
     clock.offset = timedelta(0)
+    fake.set_offline(False)
+    kiosk.check_online()           # Stripe's clock heard now: the kiosk's clock is trusted (docs/clock.md)
+    fake.set_offline(True)
     kiosk.check_online()           # offline, as the stall is now
     return sample
 

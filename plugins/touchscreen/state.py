@@ -27,7 +27,9 @@ class Snapshot:
     live: list = field(default_factory=list)          # Payments, newest first
     settled: list = field(default_factory=list)       # Payments, newest first (the last few hundred)
     problem: str | None = None                        # the sync plugin's one-line trouble, if any
+    key_problem: str | None = None                    # "missing" or "rejected": the Stripe key, named as such
     readiness: list | None = None                     # "ready to sell offline?" lines, once checked
+    clock: dict | None = None                         # `kiosk status`'s clock object: trusted, reasons...
     seq: int = 0                                      # which refresh request this read answers
 
 
