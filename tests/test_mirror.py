@@ -14,7 +14,7 @@ import shutil
 import pytest
 
 from conftest import run_kiosk, write_config
-from power_cut import acknowledged_only, records_in
+from power_cut import acknowledged_only, records_in, records_of
 
 TALLY = {"tried": 0, "survived": 0, "cuts": 0, "cuts_named": 0}
 
@@ -90,12 +90,7 @@ def test_one_damaged_copy_is_healed_from_the_other(kiosk_dir, which, attack):
     elif attack == "cut_one_byte":
         os.truncate(victim, len(raw) - 1)
     elif attack == "cut_at_boundary":
-        from power_cut import HEADER
-        import struct
-        pos, ends = HEADER, []
-        while pos < len(raw):
-            pos += 4 + struct.unpack_from(">I", raw, pos)[0]
-            ends.append(pos)
+        ends = [start + length for start, length in records_of(raw)]
         os.truncate(victim, ends[-3])                   # two whole records gone, cut between records
     elif attack == "delete":
         victim.unlink()
@@ -171,20 +166,19 @@ def test_a_stick_pulled_out_is_an_alarm_and_sales_go_on(kiosk_dir):
     assert status(config)["store_alarms"] == []
 
 
-def test_without_a_mirror_any_cut_is_an_alarm_never_nothing_lost(tmp_path, fake_stripe):
-    """The issue's cuts: one byte, at a record boundary, and deep into the file."""
+def three_sales_without_a_mirror(tmp_path, fake_stripe):
     config = write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"})
     assert run_kiosk("init", "--config", config).returncode == 0
     for amount in ("10.00", "11.00", "12.00"):
         assert run_kiosk("charge", amount, "--config", config).returncode == 0
-    live = tmp_path / "data" / "live.kdb"
+    return config, tmp_path / "data" / "live.kdb"
+
+
+def test_without_a_mirror_any_cut_is_an_alarm_never_nothing_lost(tmp_path, fake_stripe):
+    """The issue's cuts: one byte, at a record boundary, and deep into the file."""
+    config, live = three_sales_without_a_mirror(tmp_path, fake_stripe)
     raw = live.read_bytes()
-    from power_cut import HEADER
-    import struct
-    pos, ends = HEADER, []
-    while pos < len(raw):
-        pos += 4 + struct.unpack_from(">I", raw, pos)[0]
-        ends.append(pos)
+    ends = [start + length for start, length in records_of(raw)]
     for cut in (len(raw) - 1, ends[-2], 700):
         live.write_bytes(raw[:cut])
         for aside in live.parent.glob("live.kdb.bad-*"):
@@ -283,11 +277,7 @@ def test_without_a_mirror_a_flip_anywhere_keeps_what_reads_and_alarms_about_the_
     alarm, and nothing is ever doubled."""
     from kiosk_builtins.tinydb_store import TinyDBStore
     from kiosk.interfaces import StoreAlarm
-    config = write_config(tmp_path, fake_stripe.url, kiosk={"offline_behavior": "force_offline"})
-    assert run_kiosk("init", "--config", config).returncode == 0
-    for amount in ("10.00", "11.00", "12.00"):
-        assert run_kiosk("charge", amount, "--config", config).returncode == 0
-    live = tmp_path / "data" / "live.kdb"
+    config, live = three_sales_without_a_mirror(tmp_path, fake_stripe)
     raw = live.read_bytes()
     counts = {"tried": 0, "all kept": 0, "one sale lost, alarmed": 0, "refused to open": 0}
     for offset in range(0, len(raw), 11):

@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shlex
-import stat
 import subprocess
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from kiosk import Setting, crash_point
 
 from . import log_storage
-from .log_storage import KEY_LEN, StoreAlarm
+from .log_storage import KEY_LEN, StoreAlarm, read_private
 
 log = logging.getLogger("kiosk.store")
 
@@ -154,21 +153,8 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _read_private(path: Path) -> bytes:
-    """A key file's bytes, refused unless it is a regular file only its owner can read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as exc:
-        raise StoreAlarm(path, f"cannot open key file ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise StoreAlarm(path, "key path is not a regular file")
-        if st.st_mode & 0o077:
-            raise StoreAlarm(path, f"key file is accessible by group/other (mode {stat.S_IMODE(st.st_mode):04o}); "
-                                   f"run chmod 600 {path}")
-        return os.read(fd, SEALED_LEN + 1)
-    finally:
-        os.close(fd)
+    """A sealed key file's bytes, refused unless it is a regular file only its owner can read."""
+    return read_private(path, SEALED_LEN + 1)
 
 
 def _write_new(path: Path, data: bytes) -> None:

@@ -233,11 +233,12 @@ def create_key(path) -> bool:
     return True
 
 
-def load_key(path) -> bytes:
-    """Read a key made by :func:`create_key`; StoreAlarm if missing, wrong size or not private."""
+def read_private(path, most: int) -> bytes:
+    """Up to ``most`` bytes of a key file, refused unless it is a regular file
+    (not a link) only its owner can read: StoreAlarm naming the problem."""
     path = os.fspath(path)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         raise StoreAlarm(path, "key file missing") from None
     except OSError as e:
@@ -247,16 +248,18 @@ def load_key(path) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             raise StoreAlarm(path, "key path is not a regular file")
         if st.st_mode & 0o077:
-            raise StoreAlarm(
-                path,
-                f"key file is accessible by group/other (mode {stat.S_IMODE(st.st_mode):04o}); "
-                f"run chmod 600 {path}",
-            )
-        data = os.read(fd, KEY_LEN + 1)
+            raise StoreAlarm(path, f"key file is accessible by group/other (mode {stat.S_IMODE(st.st_mode):04o}); "
+                                   f"run chmod 600 {path}")
+        return os.read(fd, most)
     finally:
         os.close(fd)
+
+
+def load_key(path) -> bytes:
+    """Read a key made by :func:`create_key`; StoreAlarm if missing, wrong size or not private."""
+    data = read_private(path, KEY_LEN + 1)
     if len(data) != KEY_LEN:
-        raise StoreAlarm(path, f"key file has the wrong size ({st.st_size} bytes, expected {KEY_LEN})")
+        raise StoreAlarm(os.fspath(path), f"key file has the wrong size ({len(data)} bytes, expected {KEY_LEN})")
     return data
 
 
