@@ -17,7 +17,7 @@ from .disk_space import DiskWatch
 from .forwarding import due
 from .interfaces import StoreAlarm, optional
 from .payment import iso
-from .status import store_alarms
+from .readiness import store_alarms
 from .watchdog import BACKGROUND, heartbeat, wait as watchdog_wait
 
 log = logging.getLogger("kiosk.engine")     # the engine's log lines keep their name

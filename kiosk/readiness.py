@@ -42,7 +42,15 @@ def reader(kiosk) -> Readiness:
     return Readiness("reader", True, f"{info.name} works offline{battery}")
 
 
-def queue(live: list) -> Readiness:
+def store_alarms(store) -> list[str]:
+    """Damage the store salvaged and still alarms about (``kiosk recover`` clears it)."""
+    alarms = optional(store, "PaymentStore", "alarms")
+    return list(alarms()) if alarms else []
+
+
+def queue(live: list, alarms: list[str] = ()) -> Readiness:
+    if alarms:       # salvaged: sales go on, but the vendor must deal with what could not be read
+        return Readiness("queue", False, alarms[0], "run `kiosk recover`, and get the card checked")
     return Readiness("queue", True, f"the queue opens cleanly ({len(live)} waiting)")
 
 
@@ -84,7 +92,8 @@ def _ago(now: datetime, then: datetime) -> str:
 def check(kiosk) -> list[Readiness]:
     """Every line, processor first."""
     live = kiosk.store.live()
-    return [*processor(kiosk.sync), reader(kiosk), queue(live), selling(kiosk), window(kiosk, live, kiosk.clock())]
+    return [*processor(kiosk.sync), reader(kiosk), queue(live, store_alarms(kiosk.store)), selling(kiosk),
+            window(kiosk, live, kiosk.clock())]
 
 
 def ready(lines: list[Readiness]) -> bool:

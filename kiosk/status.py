@@ -17,13 +17,8 @@ from .money import format_amount
 from .notices import Notice
 from .payment import iso
 from .readiness import check as check_readiness
+from .readiness import store_alarms
 from .sale_result import OFFLINE_BECAUSE, WINDOW_HOURS
-
-
-def store_alarms(store) -> list[str]:
-    """Damage the store salvaged and still alarms about (``kiosk recover`` clears it)."""
-    alarms = optional(store, "PaymentStore", "alarms")
-    return list(alarms()) if alarms else []
 
 log = logging.getLogger("kiosk.engine")     # the engine's log lines keep their name
 

@@ -112,6 +112,8 @@ def test_a_damaged_queue_keeps_selling_with_an_alarm_until_recover(tmp_path, off
     assert sorted(p["amount"] for p in queue if p["state"] == "pending") == [1000, 1100, 1300]
     text = run_kiosk("status", "--config", offline_config).stdout
     assert "ALARM: live.kdb was damaged" in text
+    check = run_kiosk("check", "--config", offline_config)
+    assert check.returncode == 1 and "live.kdb was damaged" in check.stdout and "kiosk recover" in check.stdout
     recover = run_kiosk("recover", "--config", offline_config)
     assert recover.returncode == 1 and "could not read: bytes" in recover.stdout     # one sale is gone: said so
     assert json.loads(run_kiosk("status", "--json", "--config", offline_config).stdout)["store_alarms"] == []
