@@ -133,6 +133,7 @@ def cmd_charge(args) -> int:
             if result.payment:
                 what += f" {result.payment.card.brand} •••• {result.payment.card.last4} ({result.payment.id})"
             print(f"{result.status.upper().replace('_', ' ')}: {what} — {result.message}")
+        sys.stdout.flush()      # shown before close() records it as shown (a pipe holds it in a buffer)
         if result.disk:
             return EXIT_DISK
         return EXIT_OK if result.ok else EXIT_REFUSED

@@ -85,6 +85,7 @@ class Payment:
     soft_declines: int = 0          # declines a later try may turn round ("declined for now")
     declined_attempt: str | None = None   # the processor's id of the last of those, counted once
     last_outcome: str | None = None # what the last finished attempt came to; None while one is under way
+    unshown: bool = False           # an offline sale stored, not yet known to have been shown approved
 
     @property
     def settled(self) -> bool:

@@ -152,9 +152,16 @@ def moved_out(payment: Payment, now: datetime, note: str) -> None:
 # -- the vendor's marks ------------------------------------------------------------
 
 def told_interrupted(payment: Payment) -> None:
-    """The vendor has been told an online sale was cut short (once)."""
+    """The vendor has been told a sale was cut short (once): an online one
+    whose answer was lost, or an offline one perhaps never shown approved."""
     _require(payment, LIVE_STATES, "telling of an interrupted sale")
     payment.interrupted_told = True
+
+
+def seen_approved(payment: Payment) -> None:
+    """An offline sale's "approved" has been shown (written after, never on the sale path)."""
+    _require(payment, LIVE_STATES, "marking a sale shown")
+    payment.unshown = False
 
 
 def reminded(payment: Payment, hours: list) -> None:

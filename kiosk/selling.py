@@ -29,8 +29,6 @@ from .sale_result import CHARGED_NOT_STORED, KEPT_NOT_CHARGED, MAYBE_STORED, NOT
 log = logging.getLogger("kiosk.engine")     # the engine's log lines keep their name
 
 
-OFFLINE_SHOWN = "offline_shown"     # meta: offline sales in the queue the vendor saw approved
-
 class Selling:
     def __init__(self, kiosk):
         self.kiosk = kiosk
@@ -38,6 +36,7 @@ class Selling:
         self._under_way = 0                      # sales started and not yet returned
         self._sales = threading.Condition()      # guards both: a pause and a sale's start cannot cross
         self._shown: set[str] = set()            # offline sales seen approved, not yet written (write_shown)
+        self._shown_lock = threading.Lock()      # the screen adds while the background loop writes
 
     # -- limits --------------------------------------------------------------
 
@@ -194,7 +193,8 @@ class Selling:
         payment = Payment(id=new_payment_id(), amount=amount, currency=currency,
                           created_at=iso(kiosk.clock()), offline=offline,
                           card=Card(card.brand, card.last4, card.exp_month, card.exp_year),
-                          token=card.token, reader=kiosk.reader.info().name, customer=customer)
+                          token=card.token, reader=kiosk.reader.info().name, customer=customer,
+                          unshown=offline)     # in the same write: cleared once "approved" has been shown
         states.prepared(payment, kiosk.sync.prepare(payment))
         kiosk.store.add(payment)                         # durable: key and request before any attempt
         kiosk.telling.payment_changed(payment, None)
@@ -288,31 +288,29 @@ class Selling:
         """An offline sale the vendor has seen approved.  Kept in memory and
         written later (:meth:`write_shown`), never on the sale path: a sale
         costs one fsync."""
-        self._shown.add(payment.id)
+        with self._shown_lock:
+            self._shown.add(payment.id)
 
     def write_shown(self) -> None:
         """Record which offline sales were seen approved (background passes,
         close).  A kill before this only means one extra "may not have been
         shown" notice at the next start -- never a silent one."""
-        if not self._shown:
-            return
-        shown, self._shown = self._shown, set()
+        with self._shown_lock:
+            shown, self._shown = self._shown, set()
         store = self.kiosk.store
-        live = {p.id for p in store.live() if p.offline}
-        store.set_meta(OFFLINE_SHOWN, sorted((set(store.get_meta(OFFLINE_SHOWN) or ()) | shown) & live))
+        for payment_id in sorted(shown):
+            payment = store.get(payment_id)
+            if payment is not None and payment.unshown and not payment.settled:
+                states.seen_approved(payment)
+                store.save(payment)
 
     def tell_interrupted_sales(self) -> None:
         """A sale the kiosk died in the middle of: an online one whose answer
         was lost, or an offline one stored but perhaps never shown approved.
         Tell the vendor once, before it is settled, so the card is not taken again."""
         kiosk = self.kiosk
-        live = kiosk.store.live()
-        shown = kiosk.store.get_meta(OFFLINE_SHOWN)
-        if shown is None:         # a queue from before this was kept: what it holds was shown
-            kiosk.store.set_meta(OFFLINE_SHOWN, sorted(p.id for p in live if p.offline))
-            shown = [p.id for p in live]
-        for payment in live:
-            if payment.interrupted_told or (payment.offline and payment.id in shown):
+        for payment in kiosk.store.live():
+            if payment.interrupted_told or (payment.offline and not payment.unshown):
                 continue
             states.told_interrupted(payment)
             try:

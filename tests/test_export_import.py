@@ -115,6 +115,9 @@ def test_export_import_and_sync_charges_every_payment_once(kiosks, fake_stripe, 
     assert "imported 3 pending payment(s) ($29.75)" in result.stdout and "stall-a" in result.stdout
     assert {pid: p["state"] for pid, p in queue(b).items()} == {pid: "pending" for pid in ids}
 
+    # sales the source showed approved are not "may not have been shown" at the new kiosk
+    assert [n for n in run_json("notices", "--config", b) if n["kind"] == "interrupted"] == []
+
     again = import_(b, file, passfile)                      # the same file twice adds nothing
     assert again.returncode == 0 and "imported 0 pending" in again.stdout and "3 pending" in again.stdout
     assert len(queue(b)) == 3

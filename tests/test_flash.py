@@ -52,9 +52,12 @@ def sh(*args, **kwargs) -> subprocess.CompletedProcess:
 
 
 def make_disk(path: Path, *, boot: dict[str, bytes], root: dict[str, bytes], data: Path,
-              root_mib: int = 16, data_mib: int = 16, data_label: str = "KIOSKDATA") -> Path:
+              root_mib: int = 16, data_mib: int = 16, data_label: str = "KIOSKDATA",
+              mirror: Path | None = None, mirror_mib: int = 8) -> Path:
     """An MBR disk like image/build makes: FAT boot, ext4 root, ext4 data
-    (DATA: the folder to make it from, or a data partition already made)."""
+    (DATA: the folder to make it from, or a data partition already made);
+    with MIRROR (a folder), partition 4 as a card's first boot makes it:
+    ext4 labelled KIOSKMIRROR, after the data partition."""
     parts = path.with_name(path.name + ".parts")
     parts.mkdir()
     boot_img = parts / "boot.img"
@@ -73,15 +76,22 @@ def make_disk(path: Path, *, boot: dict[str, bytes], root: dict[str, bytes], dat
     else:
         shutil.copyfile(data, parts / "data.img")       # a data partition made already
     data_start = ROOT_START + root_mib
+    mirror_start = data_start + data_mib
     with open(path, "wb") as disk:
-        disk.truncate((data_start + data_mib) * MiB)
+        disk.truncate((mirror_start + (mirror_mib if mirror else 0)) * MiB)
     table = (f"label: dos\nunit: sectors\n"
              f"start={BOOT_START * 2048}, size={BOOT_MIB * 2048}, type=c, bootable\n"
              f"start={ROOT_START * 2048}, size={root_mib * 2048}, type=83\n"
              f"start={data_start * 2048}, size={data_mib * 2048}, type=83\n")
+    places = [("boot.img", BOOT_START), ("root.img", ROOT_START), ("data.img", data_start)]
+    if mirror:
+        sh("mkfs.ext4", "-q", "-F", "-L", "KIOSKMIRROR", "-m", "0", "-d", mirror, parts / "mirror.img",
+           f"{mirror_mib}M")
+        table += f"start={mirror_start * 2048}, size={mirror_mib * 2048}, type=83\n"
+        places.append(("mirror.img", mirror_start))
     sh("sfdisk", "--quiet", path, input=table.encode())
     with open(path, "r+b") as disk:
-        for name, start in (("boot.img", BOOT_START), ("root.img", ROOT_START), ("data.img", data_start)):
+        for name, start in places:
             disk.seek(start * MiB)
             disk.write((parts / name).read_bytes())
     shutil.rmtree(parts)
@@ -104,19 +114,21 @@ def make_image(path: Path, version: str, root_mib: int = 16) -> Path:
                      root={"etc/kiosk-image-id": image_id, f"etc/marker-{version}": b"new root\n"})
 
 
-def queue_config(where: Path, data_dir: Path, api_base: str = "http://127.0.0.1:9") -> Path:
+def queue_config(where: Path, data_dir: Path, api_base: str = "http://127.0.0.1:9",
+                 mirror: Path | None = None) -> Path:
     where.mkdir(exist_ok=True)
-    return write_config(where, api_base, storage={"path": str(data_dir)},
+    storage = {"path": str(data_dir), **({"mirror": str(mirror)} if mirror else {})}
+    return write_config(where, api_base, storage=storage,
                         kiosk={"id": "cheese-stall", "currency": "eur", "offline_behavior": "force_offline"},
                         limits__currencies__jpy={"per_transaction": 20000, "total": 100000})
 
 
-def fill_queue(data_dir: Path, sales: list[tuple[int, str]], settle_with=None) -> None:
+def fill_queue(data_dir: Path, sales: list[tuple[int, str]], settle_with=None, mirror: Path | None = None) -> None:
     """A real queue, made by the kiosk's own code: offline sales, forwarded
-    to SETTLE_WITH (a FakeStripe) if given."""
+    to SETTLE_WITH (a FakeStripe) if given; kept on MIRROR too if given."""
     from kiosk.boot import open_kiosk
     api_base = settle_with.url if settle_with else "http://127.0.0.1:9"
-    config = queue_config(data_dir.parent / "config", data_dir, api_base)
+    config = queue_config(data_dir.parent / "config", data_dir, api_base, mirror)
     kiosk = open_kiosk(config, create=True)
     try:
         for amount, currency in sales:
@@ -131,10 +143,14 @@ def fill_queue(data_dir: Path, sales: list[tuple[int, str]], settle_with=None) -
 
 
 def make_card(path: Path, sales=(), settle_with=None, boot_settings: dict | None = None,
-              damage: bool = False, version: str = "0.1.0") -> Path:
-    """A kiosk card that has been in use: settings applied, a queue, a Stripe key."""
+              damage: bool = False, version: str = "0.1.0", mirrored: bool = False) -> Path:
+    """A kiosk card that has been in use: settings applied, a queue, a Stripe key;
+    MIRRORED: its queue's second copy on partition 4 (a card from an image that makes one)."""
     data = empty_data(path.with_name(path.name + ".data"))
-    fill_queue(data / "kiosk", list(sales), settle_with)
+    mirror = path.with_name(path.name + ".mirror") if mirrored else None
+    if mirror:
+        (mirror / "kiosk").mkdir(mode=0o700, parents=True)
+    fill_queue(data / "kiosk", list(sales), settle_with, mirror=mirror / "kiosk" if mirror else None)
     key = data / "kiosk" / "stripe.key"
     key.write_text(STRIPE_SECRET + "\n")
     key.chmod(0o600)
@@ -149,7 +165,8 @@ def make_card(path: Path, sales=(), settle_with=None, boot_settings: dict | None
     image_id = f"KIOSK_VERSION={version}\n".encode()
     settings = {"kiosk-settings.applied.toml": VENDOR_APPLIED} if boot_settings is None else boot_settings
     return make_disk(path, data=data, boot={"kiosk-image-id.txt": image_id, **settings},
-                     root={"etc/kiosk-image-id": image_id, f"etc/marker-{version}": b"old root\n"})
+                     root={"etc/kiosk-image-id": image_id, f"etc/marker-{version}": b"old root\n"},
+                     mirror=mirror)
 
 
 def switched_off_during_a_sale(where: Path) -> Path:
@@ -296,6 +313,7 @@ def built(tmp_path_factory):
                 "settled": make_card(where / "settled" / "card.img", [(800, "eur"), (900, "eur")], settle_with=peer),
                 "fresh": make_card(where / "fresh" / "card.img"),
                 "damaged": make_card(where / "damaged" / "card.img", [(700, "eur")], damage=True),
+                "mirrored": make_card(where / "mirrored" / "card.img", PENDING_SALES, mirrored=True),
             }
     new = make_image(where / "new" / "kiosk-0.2.0-ci.img", "0.2.0")
     xz = new.with_name(new.name + ".xz")
@@ -342,6 +360,40 @@ def test_update_keeps_the_data_partition_and_its_payments(built, card, tmp_path)
     assert format_amount(1550, "eur") in out and format_amount(500, "jpy") in out
     assert "verified" in out and "MB/s" in out
     assert STRIPE_SECRET not in out + result.stderr and "4242" not in out + result.stderr
+
+
+def ext_bytes(disk: Path, number: int, path: str, where: Path) -> bytes:
+    where.mkdir(parents=True, exist_ok=True)
+    out = where / f"p{number}-{Path(path).name}"
+    sh("debugfs", "-R", f"dump -p {path} {out}", f"{disk}?offset={part_offset(disk, number)}")
+    return out.read_bytes()
+
+
+def test_update_keeps_the_mirror_partition_and_its_copy_of_the_queue(built, card, tmp_path):
+    """A card from an image that makes the mirror partition at first boot (4,
+    after the data partition): an update writes boot and root only, so the
+    table keeps partition 4 and the mirror its copy, byte for byte."""
+    target = card("mirrored")
+    table = lambda: json.loads(sh("sfdisk", "--json", target).stdout)["partitiontable"]["partitions"]  # noqa: E731
+    before, table_before = target.read_bytes(), table()
+    assert len(table_before) == 4 and ext_label(target, 4) == "KIOSKMIRROR"
+    copy_before = ext_bytes(target, 4, "/kiosk/live.kdb", tmp_path / "before")
+    assert copy_before == ext_bytes(target, 3, "/kiosk/live.kdb", tmp_path / "before"), "a mirrored card"
+    data_at = part_offset(target, 3)
+
+    result = flash("--keep-data", "--yes", built["new"], target)
+
+    assert result.returncode == 0, result.stderr
+    after = target.read_bytes()
+    assert table() == table_before
+    assert after[:BOOT_START * MiB] == before[:BOOT_START * MiB]      # the partition table, 4 entries
+    assert after[data_at:] == before[data_at:]                          # the data and mirror partitions
+    assert [ext_label(target, n) for n in (2, 3, 4)] == ["KIOSKROOT", "KIOSKDATA", "KIOSKMIRROR"]
+    assert ext_bytes(target, 4, "/kiosk/live.kdb", tmp_path / "after") == copy_before
+    assert ext_bytes(target, 4, "/kiosk/kiosk.key", tmp_path / "after") == \
+        ext_bytes(target, 3, "/kiosk/kiosk.key", tmp_path / "after-data")
+    assert sorted(p["state"] for p in queue_on(target, tmp_path / "queue")) == ["pending"] * 3
+    assert "KIOSK_VERSION=0.2.0" in ext_cat(target, 2, "/etc/kiosk-image-id")
 
 
 def test_update_carries_the_applied_settings_and_drops_the_sample(built, card):

@@ -252,6 +252,61 @@ def test_kiosk_user_groups_and_units(built):
     assert re.search(r"(?m)^cryptography==\d", lock) and re.search(r"(?mi)^pygame-ce==\d", lock)
 
 
+def test_kiosk_unit_has_the_watchdog_and_the_clock_is_kept_on_the_data_partition(built, root_part):
+    unit = (built.root / "etc/systemd/system/kiosk.service").read_text()
+    settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    assert settings["Type"] == "notify" and settings["NotifyAccess"] == "main", settings
+    assert settings["WatchdogSec"] == "3min", settings
+    # started once the saved clock is restored, never held back for network time
+    assert "After=time-set.target time-sync.target" in unit
+    pulls = [line for line in unit.splitlines() if line.startswith(("Wants=", "Requires=", "BindsTo="))]
+    assert not [line for line in pulls if "time-wait-sync" in line or "time-sync.target" in line], pulls
+    assert not list((built.root / "etc/systemd/system").glob("*.wants/systemd-time-wait-sync.service"))
+    manager = debugfs(root_part, "cat /etc/systemd/system.conf.d/kiosk-watchdog.conf")
+    assert re.search(r"(?m)^RuntimeWatchdogSec=15s$", manager), manager
+    timesyncd = debugfs(root_part, "cat /etc/systemd/timesyncd.conf.d/kiosk.conf")
+    assert re.search(r"(?m)^SaveIntervalSec=\d+$", timesyncd), timesyncd
+    # timesyncd's state (its clock file) is bound from the data partition; its unit needs it mounted
+    fstab = debugfs(root_part, "cat /etc/fstab")
+    assert re.search(r"(?m)^/data/system/timesync\s+/var/lib/systemd/timesync\s+none\s+bind", fstab), fstab
+    assert "StateDirectory=systemd/timesync" in (built.root / "lib/systemd/system/systemd-timesyncd.service").read_text()
+    assert "RequiresMountsFor=/var/lib/systemd/timesync" in (
+        built.root / "etc/systemd/system/systemd-timesyncd.service.d/kiosk.conf").read_text()
+    assert (built.root / "etc/systemd/system/sysinit.target.wants/systemd-timesyncd.service").is_symlink()
+    lock = next(built.out.glob("*.requirements.lock")).read_text()
+    assert re.search(r"(?m)^cysystemd==\d", lock), "sd_notify for the watchdog"
+    assert lock.splitlines() == [line for line in (IMAGE / "requirements.lock").read_text().splitlines()
+                                 if not line.startswith("#")], "the image has exactly what the lock says"
+
+
+def test_the_second_copy_is_mounted_before_the_kiosk_and_firstboot(built, root_part):
+    """The queue's mirror: kiosk-grow-data makes partition 4 (MIRROR_MIB from
+    image/config.sh), kiosk-mirror mounts a stick or it at /mirror before
+    kiosk-firstboot (a stick brings a new card's key back) and the kiosk,
+    which may write there."""
+    etc = built.root / "etc/systemd/system"
+    assert (etc / "sysinit.target.wants/kiosk-mirror.service").is_symlink()
+    mirror = (etc / "kiosk-mirror.service").read_text()
+    assert "ExecStart=/usr/local/lib/kiosk/mount-mirror /mirror /data" in mirror
+    assert re.search(r"(?m)^After=.*kiosk-grow-data\.service", mirror)
+    assert re.search(r"(?m)^Before=.*kiosk-firstboot\.service.*kiosk\.service", mirror)
+    assert re.search(r"(?m)^After=.*kiosk-mirror\.service", (etc / "kiosk-firstboot.service").read_text())
+    kiosk = (etc / "kiosk.service").read_text()
+    assert re.search(r"(?m)^After=.*kiosk-mirror\.service", kiosk)
+    assert re.search(r"(?m)^ReadWritePaths=.*(^| )/mirror( |$)", kiosk), "ProtectSystem=strict: /mirror writable"
+    pulls = [line for line in kiosk.splitlines() if line.startswith(("Requires", "BindsTo"))]
+    assert not [line for line in pulls if "mirror" in line], "no stick never stops the kiosk"
+    grow = (etc / "kiosk-grow-data.service").read_text()
+    assert "EnvironmentFile=-/etc/default/kiosk-grow-data" in grow
+    config_sh = (IMAGE / "config.sh").read_text()
+    mib = re.search(r"MIRROR_MIB=(\d+)", config_sh).group(1)
+    assert f"MIRROR_MIB={mib}\n" in (built.root / "etc/default/kiosk-grow-data").read_text()
+    for script in ("grow-data", "mount-mirror"):
+        assert os.access(built.root / "usr/local/lib/kiosk" / script, os.X_OK), script
+    assert (built.root / "mirror").is_dir() and not any((built.root / "mirror").iterdir())
+    assert 'mirror = "/mirror/kiosk"' in debugfs(root_part, "cat /usr/share/kiosk/config.base.toml")
+
+
 # -- inside the arm64 root, under qemu-user ----------------------------------------------
 
 def test_kiosk_runs_in_the_arm64_root(built, scratch):
@@ -407,6 +462,70 @@ def test_a_new_root_takes_the_cards_identity_from_the_data_partition(built, scra
     assert (new_root / "data/system/config.toml").stat().st_gid == gid
 
 
+def test_firstboot_sets_the_mirror_only_where_there_is_one_and_a_new_card_takes_its_key_back(built, scratch):
+    """kiosk-firstboot writes [storage] mirror only when kiosk-mirror found a
+    stick or partition (/run/kiosk/mirror); `kiosk init` then puts the key
+    and the queue there, the kiosk user's; a new card with that stick gets
+    both back instead of a new key."""
+    inside = lambda p: str(Path("/") / p.relative_to(built.root))  # noqa: E731
+    none = scratch / "none"
+    none.mkdir()
+    root, boot = firstboot_tree(built, none)
+    (boot / "kiosk-settings.toml").write_text(SETTINGS)
+    with Chroot(built.root) as chroot:
+        assert run_firstboot(built, chroot, root, boot).returncode == 0
+        assert "mirror" not in (root / "data/system/config.toml").read_text(), "no place: no alarm to clear"
+
+        # a card with its mirror partition (or a stick) mounted
+        first = scratch / "first"
+        first.mkdir()
+        root, boot = firstboot_tree(built, first)
+        (root / "run/kiosk").mkdir(parents=True)
+        (root / "run/kiosk/mirror").write_text("partition /dev/mmcblk0p4 ext4\n")
+        (root / "mirror/kiosk").mkdir(parents=True)
+        (boot / "kiosk-settings.toml").write_text(SETTINGS)
+        result = run_firstboot(built, chroot, root, boot)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert 'mirror = "/mirror/kiosk"' in (root / "data/system/config.toml").read_text()
+        copy = root / "mirror/kiosk"
+        assert (copy / "kiosk.key").read_bytes() == (root / "data/kiosk/kiosk.key").read_bytes()
+        assert {(p.stat().st_uid, p.stat().st_mode & 0o777) for p in copy.iterdir()} == {(900, 0o600)}
+        # a sale, kept on both copies
+        config = scratch / "sell.toml"
+        config.write_text('[kiosk]\nid = "stall-7"\ncurrency = "eur"\noffline_behavior = "force_offline"\n'
+                          f'[storage]\npath = "{inside(root / "data/kiosk")}"\nmirror = "{inside(copy)}"\n'
+                          '[stripe]\napi_base = "http://127.0.0.1:9"\n[reader]\nuse = "simulated"\n')
+        sale = chroot.run("kiosk", "charge", "4.50", "--offline", "--yes", "--config", inside(config))
+        assert sale.returncode == 0, sale.stderr
+        assert (copy / "live.kdb").read_bytes() == (root / "data/kiosk/live.kdb").read_bytes()
+
+        # a vendor's settings never choose the mirror: the image does
+        own = scratch / "own"
+        own.mkdir()
+        bad_root, bad_boot = firstboot_tree(built, own)
+        (bad_boot / "kiosk-settings.toml").write_text(SETTINGS + '\n[storage]\nmirror = "/data/copy"\n')
+        assert run_firstboot(built, chroot, bad_root, bad_boot).returncode == 1
+        assert "[storage] mirror is set by the image" in (bad_root / "run/kiosk/firstboot-error.txt").read_text()
+
+        # the card lost: a new card, the same stick
+        second = scratch / "second"
+        second.mkdir()
+        new_root, new_boot = firstboot_tree(built, second)
+        (new_root / "run/kiosk").mkdir(parents=True)
+        (new_root / "run/kiosk/mirror").write_text("stick /dev/sda1 ext4\n")
+        shutil.move(copy, new_root / "mirror/kiosk")
+        (new_boot / "kiosk-settings.toml").write_text(SETTINGS)
+        result = run_firstboot(built, chroot, new_root, new_boot)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "the key and the queue were brought back from the mirror" in result.stdout, result.stdout
+        assert (new_root / "data/kiosk/kiosk.key").read_bytes() == (root / "data/kiosk/kiosk.key").read_bytes()
+        config.write_text(config.read_text().replace(inside(root / "data/kiosk"), inside(new_root / "data/kiosk"))
+                          .replace(inside(copy), inside(new_root / "mirror/kiosk")))
+        queue = chroot.run("kiosk", "queue", "--all", "--json", "--config", inside(config))
+        assert queue.returncode == 0, queue.stderr
+        assert [p["amount"] for p in json.loads(queue.stdout)] == [450]
+
+
 def test_firstboot_turns_ssh_off_when_the_key_is_taken_out(built, scratch):
     root, boot = firstboot_tree(built, scratch)
     (boot / "kiosk-settings.toml").write_text(SETTINGS_WITH_SSH)
@@ -468,11 +587,19 @@ echo PROBE-START
 systemctl start multi-user.target
 sleep 12        # the kiosk has to stay up, not just start
 echo "KIOSK $(systemctl is-active kiosk.service) restarts=$(systemctl show -p NRestarts --value kiosk.service)"
+echo "NOTIFY $(systemctl show -p Type -p NotifyAccess -p WatchdogUSec kiosk.service | tr '\\n' ' ')"
+echo "HWWATCHDOG $(systemctl show -p RuntimeWatchdogUSec) $(cat /sys/class/watchdog/watchdog0/state 2>/dev/null || echo none)"
+echo "CLOCK $(date +%s) $(findmnt -no SOURCE /var/lib/systemd/timesync)"
 for m in / /data /boot/firmware /var/lib/bluetooth; do echo "MOUNT $m $(findmnt -no FSTYPE,OPTIONS $m | cut -d, -f1)"; done
 if touch /probe 2>/dev/null; then echo ROOT-WRITABLE; else echo ROOT-READONLY; fi
 touch /data/kiosk/probe && echo DATA-WRITABLE && rm /data/kiosk/probe
 echo "UNIT firstboot $(systemctl show -p ConditionResult --value kiosk-firstboot) $(systemctl is-active kiosk-firstboot)"
 echo "UNIT grow $(systemctl is-active kiosk-grow-data)"
+echo "UNIT mirror $(systemctl is-active kiosk-mirror)"
+echo "MIRROR $(findmnt -no FSTYPE /mirror) $(cat /run/kiosk/mirror 2>/dev/null)"
+echo "MIRRORDIR $(stat -c '%U %a' /mirror/kiosk 2>/dev/null)"
+echo "MIRRORPARTS $(blkid -c /dev/null -t LABEL=KIOSKMIRROR -o device | tr '\\n' ' ')"
+[ -e /mirror/kiosk/STALE ] && echo MIRROR-STALE
 echo "UNIT ssh $(systemctl is-active ssh)"
 echo "UNIT bluetooth $(systemctl is-enabled bluetooth) $(systemctl is-active bluetooth)"
 echo "UNIT NetworkManager $(systemctl is-active NetworkManager)"
@@ -482,19 +609,34 @@ echo "DATASIZE $(df -B1M --output=size /data | tail -1 | tr -d ' ')"
 echo "HOSTNAME $(hostname)"
 echo "MACHINEID $(cat /etc/machine-id)"
 journalctl -b -u kiosk.service --no-pager -o cat | tail -4 | sed 's/^/KIOSKLOG /'
-systemctl stop kiosk.service        # the queue has one owner at a time
+{wait}systemctl stop kiosk.service        # the queue has one owner at a time
 """
-PROBE_SELL = PROBE_COMMON + """\
+# the kiosk's WATCHDOG=1 reaches systemd; the clock file on the data partition is kept fresh
+PROBE_WAIT = """\
+before=$(systemctl show -p WatchdogTimestampMonotonic --value kiosk.service)
+for i in $(seq 60); do
+    beat=$(systemctl show -p WatchdogTimestampMonotonic --value kiosk.service)
+    saved=$(stat -c %Y /var/lib/systemd/timesync/clock 2>/dev/null || echo 0)
+    [ "$beat" != "$before" ] && [ $(( $(date +%s) - saved )) -lt 90 ] && break
+    sleep 3
+done
+echo "BEAT $before $beat"
+echo "SAVED $(date +%s) $saved"
+"""
+PROBE_SELL = PROBE_COMMON.replace("{wait}", PROBE_WAIT) + """\
 for amount in 5.00 7.25; do
     runuser -u kiosk -- /usr/local/bin/kiosk charge $amount --offline --yes --card visa --config /etc/kiosk/config.toml >/dev/null \\
         && echo "SOLD $amount"
 done
+cmp /data/kiosk/live.kdb /mirror/kiosk/live.kdb && cmp /data/kiosk/kiosk.key /mirror/kiosk/kiosk.key && echo MIRROR-SAME
 echo SALES-STORED
 sleep 600       # the test cuts the power here
 """
-PROBE_CHECK = PROBE_COMMON + """\
+PROBE_CHECK = PROBE_COMMON.replace("{wait}", "") + """\
 runuser -u kiosk -- /usr/local/bin/kiosk queue --json --config /etc/kiosk/config.toml > /run/queue.json
 /usr/bin/python3 -c 'import json; [print("PAYMENT", p["state"], p["amount"], p["currency"]) for p in json.load(open("/run/queue.json"))]'
+cmp /data/kiosk/live.kdb /mirror/kiosk/live.kdb && cmp /data/kiosk/kiosk.key /mirror/kiosk/kiosk.key && echo MIRROR-SAME
+runuser -u kiosk -- /usr/local/bin/kiosk notices --config /etc/kiosk/config.toml 2>&1 | grep -i mirror | sed 's/^/NOTICE /'
 echo PROBE-DONE
 """
 
@@ -517,9 +659,12 @@ class Machine:
         (self.folder / name).write_text(text)
         subprocess.run(["mcopy", "-o", "-i", self.boot_fs, str(self.folder / name), f"::/{name}"], check=True)
 
-    def boot(self, probe: str, until: str, timeout: float = 900) -> tuple[str, float]:
+    def boot(self, probe: str, until: str, timeout: float = 900, rtc: str | None = None,
+             stick: Path | None = None) -> tuple[str, float]:
         """Boot with PROBE; return the serial log once it shows UNTIL (the
-        machine is then killed: a power cut) or the machine powers off."""
+        machine is then killed: a power cut) or the machine powers off.
+        ``rtc``: what the machine's real-time clock says at power-on (qemu's ``-rtc base=``);
+        ``stick``: a second disk plugged in (a USB stick, as far as the kiosk can tell)."""
         self.put("probe.sh", probe)
         cmdline = (self.folder / "cmdline.txt").read_text().strip().replace(" quiet", "")
         # no login prompt on the serial console: its getty would hang up the probe's output
@@ -533,7 +678,10 @@ class Machine:
              "-no-reboot", "-kernel", str(self.folder / "vmlinuz"), "-initrd", str(self.folder / "initrd.img"),
              "-append", append, "-drive", f"file={self.disk},format=raw,if=virtio",
              "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-device,netdev=n0",
-             "-serial", f"file:{serial}", "-monitor", "none"],
+             "-serial", f"file:{serial}", "-monitor", "none",
+             "-device", "i6300esb",         # a hardware watchdog for systemd to drive (the Pi's is bcm2835_wdt)
+             *(["-rtc", f"base={rtc}"] if rtc else []),
+             *(["-drive", f"file={stick},format=raw,if=virtio"] if stick else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             while machine.poll() is None and time.monotonic() - started < timeout:
@@ -553,14 +701,17 @@ def probe_lines(log: str) -> dict[str, str]:
         words = line.split() or [""]
         if words[0] in ("MOUNT", "UNIT") and len(words) > 1:
             lines[f"{words[0]} {words[1]}"] = " ".join(words[2:])
-        elif words[0] in ("KIOSK", "FAILED", "BOOTFILES", "DATASIZE", "HOSTNAME", "MACHINEID"):
+        elif words[0] in ("KIOSK", "FAILED", "BOOTFILES", "DATASIZE", "HOSTNAME", "MACHINEID", "NOTIFY",
+                          "HWWATCHDOG", "CLOCK", "BEAT", "SAVED", "MIRROR", "MIRRORDIR", "MIRRORPARTS"):
             lines[words[0]] = " ".join(words[1:])
     return lines
 
 
-def boot_keeps_the_sales(machine: Machine, request, label: str) -> tuple[str, dict[str, str]]:
-    """Boot with the checking probe: the kiosk up, no failed unit, both sales still pending."""
-    log, seconds = machine.boot(PROBE_CHECK, until="PROBE-DONE")
+def boot_keeps_the_sales(machine: Machine, request, label: str, rtc: str | None = None,
+                         stick: Path | None = None) -> tuple[str, dict[str, str]]:
+    """Boot with the checking probe: the kiosk up, no failed unit, both sales still
+    pending, and the same on the mirror."""
+    log, seconds = machine.boot(PROBE_CHECK, until="PROBE-DONE", rtc=rtc, stick=stick)
     say(request, f"qemu {label} to checked queue: {seconds:.0f} s")
     tail = log[-5000:]
     assert "PROBE-DONE" in log, tail
@@ -569,7 +720,13 @@ def boot_keeps_the_sales(machine: Machine, request, label: str) -> tuple[str, di
     payments = sorted(re.findall(r"(?m)^PAYMENT (\w+) (\d+) (\w+)", log))
     assert payments == [("pending", "500", "eur"), ("pending", "725", "eur")], tail
     assert lines["FAILED"].strip() == "", lines["FAILED"]
+    assert "MIRROR-SAME" in log, tail
     return log, lines
+
+
+def card_partitions(disk: Path) -> list[dict]:
+    return json.loads(subprocess.run(["sfdisk", "--json", str(disk)], check=True, capture_output=True,
+                                     text=True).stdout)["partitiontable"]["partitions"]
 
 
 def test_boots_sells_survives_a_power_cut_and_an_update_and_keeps_its_payments(built, tmp_path, request):
@@ -601,23 +758,59 @@ def test_boots_sells_survives_a_power_cut_and_an_update_and_keeps_its_payments(b
     assert int(first["DATASIZE"]) >= data_before + 400, f"grown from {data_before} MiB: {first['DATASIZE']}"
     assert re.fullmatch(r"[0-9a-f]{32}", first["MACHINEID"])
     assert "SOLD 5.00" in log and "SOLD 7.25" in log, tail
+    # the second copy: partition 4 made at first boot, mounted at /mirror, every sale on both
+    assert first["UNIT mirror"] == "active", first
+    assert first["MIRROR"].split()[:2] == ["ext4", "partition"], first["MIRROR"]
+    assert first["MIRRORDIR"] == "kiosk 700", first["MIRRORDIR"]
+    assert "MIRROR-SAME" in log, tail
+    # Type=notify: "active" above means READY=1 came; then WATCHDOG=1 (systemd's last-ping time moved)
+    assert all(f in first["NOTIFY"].split() for f in ("Type=notify", "NotifyAccess=main", "WatchdogUSec=3min")), first
+    before, beat = first["BEAT"].split()
+    assert beat != before, f"no WATCHDOG=1 from the kiosk: {first['BEAT']}"
+    # systemd drives the (virtual) hardware watchdog
+    assert first["HWWATCHDOG"] == "RuntimeWatchdogUSec=15s active", first["HWWATCHDOG"]
+    # the clock file lives on the data partition and is saved without any network
+    assert first["CLOCK"].split()[1].endswith("[/system/timesync]"), first["CLOCK"]
+    now, saved = map(int, first["SAVED"].split())
+    assert now - saved < 90, f"clock file not saved lately: {first['SAVED']}"
 
-    # the partition table on the "card" now ends at its end
-    table = json.loads(subprocess.run(["sfdisk", "--json", str(machine.disk)], check=True,
-                                      capture_output=True, text=True).stdout)["partitiontable"]
-    last = table["partitions"][2]
-    assert (last["start"] + last["size"]) * 512 > machine.disk.stat().st_size - 16 * 2**20
+    # the partition table on the "card": data, then the mirror partition to the card's end
+    parts = card_partitions(machine.disk)
+    assert len(parts) == 4, parts
+    data, mirror = parts[2], parts[3]
+    assert (mirror["start"] + mirror["size"]) * 512 > machine.disk.stat().st_size - 2**20
+    assert mirror["start"] >= data["start"] + data["size"] and mirror["size"] * 512 >= 60 * 2**20, parts
+    assert probe(machine.disk, mirror["start"] * 512)["LABEL"] == "KIOSKMIRROR"
+    assert first["MIRROR"].split()[2] == first["MIRRORPARTS"].strip(), first
 
-    # a power cut while growing, after the partition grew and before its filesystem
-    # did: the card is 256 MiB bigger and partition 3 fills it, the ext4 does not
+    # a power cut at first boot after the data partition grew, before the mirror partition was
+    # made and the data ext4 grown: the card is 256 MiB bigger, partition 3 ends 64 MiB before
+    # its end (a filesystem there from an earlier life of the card), the ext4 is smaller
     os.truncate(machine.disk, machine.disk.stat().st_size + 256 * 2**20)
-    subprocess.run(["sfdisk", "--quiet", "-N", "3", str(machine.disk)], input=", +\n", text=True, check=True)
+    sectors = machine.disk.stat().st_size // 512
+    subprocess.run(["sfdisk", "--quiet", "--delete", str(machine.disk), "4"], check=True)
+    subprocess.run(["sfdisk", "--quiet", "-N", "3", str(machine.disk)], check=True, text=True,
+                   input=f", {(sectors - 64 * 2048) // 2048 * 2048 - data['start']}\n")
+    stale = tmp_path / "stale.ext4"
+    (tmp_path / "stale/kiosk").mkdir(parents=True)
+    (tmp_path / "stale/kiosk/STALE").write_text("an earlier life of the card\n")
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "KIOSKMIRROR", "-d", str(tmp_path / "stale"), str(stale), "64M"],
+                   check=True)
+    subprocess.run(["dd", f"if={stale}", f"of={machine.disk}", "bs=1M", f"seek={sectors // 2048 - 64}",
+                    "conv=notrunc,sparse", "status=none"], check=True)
 
-    # second start, after the power cut: not a first boot; the sales are still there
-    log, second = boot_keeps_the_sales(machine, request, "second boot")
+    # second start, after the power cut, on a machine whose clock says 2001 (a Pi has no clock
+    # battery): not a first boot; the sales are still there; the clock is back at the saved time
+    log, second = boot_keeps_the_sales(machine, request, "second boot", rtc="2001-01-01T00:00:00")
+    assert int(second["CLOCK"].split()[0]) >= saved, f"clock not restored: {second['CLOCK']} < saved {saved}"
     assert second["UNIT firstboot"] == "no inactive", "the settings were applied once"
     assert second["MACHINEID"] == first["MACHINEID"] and second["HOSTNAME"] == "stall-7"
     assert int(second["DATASIZE"]) >= int(first["DATASIZE"]) + 200, "the interrupted grow was finished"
+    # the mirror partition made anew (the stale filesystem wiped first), and healed from the data partition
+    assert second["MIRROR"].split()[:2] == ["ext4", "partition"], second["MIRROR"]
+    assert len(card_partitions(machine.disk)) == 4
+    assert "MIRROR-STALE" not in log, "a filesystem left from an earlier life is never taken for the mirror"
+    assert re.search(r"(?m)^NOTICE .*was missing: copied from", log), log[-5000:]
 
     # an update with image/flash: new boot and root partitions, the data partition kept
     update = subprocess.run([sys.executable, str(IMAGE / "flash"), "--yes", str(built.img), str(machine.disk)],
@@ -630,3 +823,23 @@ def test_boots_sells_survives_a_power_cut_and_an_update_and_keeps_its_payments(b
     assert third["MACHINEID"] == first["MACHINEID"] and third["HOSTNAME"] == "stall-7", third
     boot_files = third["BOOTFILES"].split()
     assert "kiosk-settings.applied.toml" in boot_files and "kiosk-settings.toml" not in boot_files, "no sample"
+    # the update kept the mirror partition and its copy (MIRROR-SAME above)
+    assert third["MIRROR"].split()[:2] == ["ext4", "partition"], third["MIRROR"]
+    assert len(card_partitions(machine.disk)) == 4
+
+    # a USB stick labelled KIOSKMIRROR (FAT, as bought) plugged in: used instead of the partition
+    stick = tmp_path / "stick.img"
+    subprocess.run(["mkfs.vfat", "-n", "KIOSKMIRROR", "-C", str(stick), str(64 * 1024)], check=True,
+                   capture_output=True)
+    log, fourth = boot_keeps_the_sales(machine, request, "a boot with a KIOSKMIRROR stick", stick=stick)
+    assert fourth["MIRROR"].split()[:2] == ["vfat", "stick"], fourth["MIRROR"]
+    assert fourth["MIRRORDIR"] == "kiosk 700", fourth["MIRRORDIR"]
+
+    # the card lost: a freshly flashed card, the same settings, the stick in: the key and the queue come back
+    new_card = tmp_path / "new-card"
+    new_card.mkdir()
+    replacement = Machine(built, new_card, grow_mib=512)
+    replacement.put("kiosk-settings.toml", SETTINGS)
+    log, fifth = boot_keeps_the_sales(replacement, request, "a new card's first boot with the stick", stick=stick)
+    assert fifth["UNIT firstboot"] == "yes active" and fifth["MIRROR"].split()[:2] == ["vfat", "stick"], fifth
+    assert re.search(r"kiosk-firstboot: .*the key and the queue were brought back from the mirror", log), log[-5000:]

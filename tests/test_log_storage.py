@@ -810,3 +810,23 @@ def test_a_read_only_storage_refuses_to_write(tmp_path, key):
     with pytest.raises(ValueError, match="read-only"):
         storage.write({"payments": {"1": {"n": 1}}})
     storage.close()
+
+
+def test_salvage_finds_records_past_a_long_lost_stretch(tmp_path, key):
+    """Seventy records zeroed in the middle: every record after them still
+    reads (the walk looks as far ahead as the stretch could have held)."""
+    from kiosk_builtins.tinydb_store.salvage import salvage
+    p = tmp_path / "live.kdb"
+    db = open_db(p, key)
+    for i in range(100):
+        db.table("q").insert({"n": i})
+    db.close()
+    raw = bytearray(p.read_bytes())
+    records = split_records(bytes(raw))
+    start, end = records[5][0], records[76][0]
+    raw[start:end] = bytes(end - start)
+    p.write_bytes(bytes(raw))
+    found = salvage(p, key, "live")
+    kept = sorted(doc["n"] for doc in found.state["q"].values())
+    assert kept == [n for n in range(100) if not 4 <= n < 75]        # record k inserted n = k - 1
+    assert found.unreadable == [(start, end)]

@@ -307,3 +307,47 @@ def test_without_a_mirror_a_flip_anywhere_keeps_what_reads_and_alarms_about_the_
             aside.unlink()
     print("\nflips without a mirror: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     assert counts["tried"] == counts["all kept"] + counts["one sale lost, alarmed"] + counts["refused to open"]
+
+
+def test_an_older_copy_put_back_never_overwrites_the_newer_one(kiosk_dir):
+    """A backup of the queue taken before a compaction (another generation),
+    copied back over the first copy: the mirror's newer sales win, the old
+    copy is set aside, and the vendor is told."""
+    from kiosk_builtins.tinydb_store import TinyDBStore
+    root, config = kiosk_dir
+    first = root / "data" / "live.kdb"
+    backup = first.read_bytes()
+    for amount in ("13.00", "14.00"):
+        assert run_kiosk("charge", amount, "--config", config).returncode == 0
+    store = TinyDBStore(root / "data", compact_every=1, mirror=root / "stick")
+    store.maintain()                                             # a new generation in both copies
+    store.close()
+    assert run_kiosk("charge", "15.00", "--config", config).returncode == 0
+    shutil.copy2(root / "data" / "live.kdb", root / "later.kdb")
+    first.unlink()
+    first.write_bytes(backup)                                    # the old backup, put back
+    assert survived(config, [1000, 1100, 1200, 1300, 1400, 1500])
+    assert any("differed" in line and "set aside" in line for line in notices(config))
+    assert list((root / "data").glob("live.kdb.bad-*"))
+
+
+def test_a_copy_salvaged_while_the_stick_was_out_keeps_the_sticks_sales_for_recover(kiosk_dir):
+    """The first copy is cut while the stick is out: the kiosk salvages what
+    it has; with the stick back, the stick's fuller copy is set aside (never
+    just overwritten) and `kiosk recover` brings its sales back."""
+    root, config = kiosk_dir
+    first = root / "data" / "live.kdb"
+    shutil.move(root / "stick", root / "drawer")
+    raw = first.read_bytes()
+    # each sale is two whole-payment records: stored, then marked shown (written after, off the sale path)
+    last_sale = [start for start, length in records_of(raw) if length > 500][-2]
+    os.truncate(first, last_sale)                                # the $12 sale, cut off
+    assert pending(config) == [1000, 1100]
+    shutil.move(root / "drawer", root / "stick")
+    TALLY["tried"] += 1
+    assert pending(config) == [1000, 1100]
+    assert list((root / "stick").glob("live.kdb.bad-*"))        # the stick's copy, kept
+    recover = run_kiosk("recover", "--config", config)
+    assert "brought back" in recover.stdout, recover.stdout
+    assert pending(config) == [1000, 1100, 1200]
+    TALLY["survived"] += 1

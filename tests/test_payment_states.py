@@ -114,3 +114,12 @@ def test_no_one_else_writes_a_payments_state():
               for n, line in enumerate(path.read_text().splitlines(), 1)
               if re.search(r"\bpayment\.(state|attempts|settled_at|decline_code|followed_up)\s*=[^=]", line)]
     assert not writes, writes
+
+
+def test_only_a_live_sale_is_marked_shown():
+    p = payment(unshown=True)
+    moves.seen_approved(p)
+    assert p.unshown is False
+    settled = reach(SUCCEEDED)
+    with pytest.raises(moves.IllegalMove):
+        moves.seen_approved(settled)

@@ -204,7 +204,7 @@ class TinyDBStore:
         entry["value"].append({"file": LIVE_FILE, "kept_aside": alarm.kept_aside and Path(alarm.kept_aside).name,
                                "problem": alarm.problem.split("; copy kept aside")[0],
                                "salvaged": found.describe(), "found_at": iso(utcnow())})
-        rewrite(path, key, "live", state)
+        rewrite(path, key, "live", state, found.generation + 1)
         if self.mirror and self.mirror.is_dir():       # the mirror held no more (heal found nothing to add)
             with open(path, "rb") as handle:
                 content, witness = handle.read(), log_storage.read_witness(handle.fileno())

@@ -11,7 +11,9 @@ File format (everything except magic, file id and lengths is encrypted)::
     record  = len(body) as 4-byte big endian + body
     body    = nonce (12 random bytes) + AES-256-GCM ciphertext (incl. 16-byte tag)
 
-Record 0 is always a full snapshot ``{"t":"s","s":{table:{doc_id:doc}}}``;
+Record 0 is always a full snapshot ``{"g":generation,"t":"s","s":{table:{doc_id:doc}}}``
+(``g``: 0 for a new file, one more at each compaction or salvage; absent,
+0, in files of earlier releases);
 later records are deltas ``{"t":"d","x":[dropped tables],"r":[tables reset to
 empty],"d":{table:[deleted ids]},"u":{table:{doc_id:doc}}}`` applied in that
 order (keys omitted when empty).  Plaintext is compact JSON.
@@ -273,7 +275,7 @@ class EncryptedLogStorage(Storage):
     """
 
     def __init__(self, path, key: bytes, label: str, create: bool = False, compact_every: int = 2000,
-                 read_only: bool = False, mirror=None):
+                 read_only: bool = False, mirror=None, generation: int = 0):
         self.path = os.fspath(path)
         # the second copy every append also lands in, fsync'd, before it is acknowledged
         self.mirror = os.fspath(mirror) if mirror else None
@@ -305,6 +307,9 @@ class EncryptedLogStorage(Storage):
         self._copies: dict = {}  # table -> {doc_id: what is on disk, as JSON text or decoded}
         self._declared: Optional[dict] = None   # {table: doc ids} the writes of a `changing` block change
         self._pending: Optional[dict] = None    # the state those writes left, appended when the block ends
+        # which rewrite of the file this is (in its snapshot): a compaction or salvage makes the next one;
+        # of two copies with different file ids the newer generation is the one to keep
+        self.generation = generation
 
         if create and not os.path.lexists(self.path):
             self._create()
@@ -433,7 +438,8 @@ class EncryptedLogStorage(Storage):
             snapshot = _encode(data)
             copies = json.loads(snapshot)
             file_id = os.urandom(FILE_ID_LEN)
-            record = self._seal(self._snapshot_payload(snapshot), 0, self._make_aad_prefix(file_id))
+            record = self._seal(self._snapshot_payload(snapshot, self.generation + 1), 0,
+                                self._make_aad_prefix(file_id))
             content = MAGIC + file_id + record
             old_size = self._end
             tmp, fd = self._write_temp(content, file_id)
@@ -449,6 +455,7 @@ class EncryptedLogStorage(Storage):
             self._file_id, self._aad_prefix = file_id, self._make_aad_prefix(file_id)
             self._end = len(content)
             self.records = 1
+            self.generation += 1
             if self._mirror_fd is not None:     # the first copy is renamed first: opening prefers it
                 crash_point("mirror:after_rename")
                 os.close(self._mirror_fd)
@@ -473,8 +480,8 @@ class EncryptedLogStorage(Storage):
         return AAD_TAG + struct.pack(">H", len(self._label_b)) + self._label_b + file_id
 
     @staticmethod
-    def _snapshot_payload(snapshot_json: str) -> bytes:
-        return ('{"s":' + snapshot_json + ',"t":"s"}').encode("utf-8")
+    def _snapshot_payload(snapshot_json: str, generation: int = 0) -> bytes:
+        return ('{"g":' + str(int(generation)) + ',"s":' + snapshot_json + ',"t":"s"}').encode("utf-8")
 
     def _seal(self, payload: bytes, seq: int, aad_prefix: Optional[bytes] = None) -> bytes:
         nonce = os.urandom(NONCE_LEN)
@@ -514,7 +521,7 @@ class EncryptedLogStorage(Storage):
 
     def _create(self) -> None:
         file_id = os.urandom(FILE_ID_LEN)
-        record = self._seal(self._snapshot_payload("{}"), 0, self._make_aad_prefix(file_id))
+        record = self._seal(self._snapshot_payload("{}", self.generation), 0, self._make_aad_prefix(file_id))
         tmp, fd = self._write_temp(MAGIC + file_id + record, file_id)
         try:
             try:
@@ -605,15 +612,16 @@ class EncryptedLogStorage(Storage):
     @classmethod
     def judge(cls, buf: bytes, witness, key: bytes, label: str):
         """:meth:`_judge` without opening anything: ``(records, good_end,
-        file_id, None)`` for a file that reads, ``(0, 0, None, problem)``
-        for one that does not."""
+        file_id, None, generation, state)`` for a file that reads, ``(0, 0,
+        None, problem, 0, None)`` for one that does not."""
         judge = cls.__new__(cls)
         judge._aead, judge.label, judge._label_b = AESGCM(bytes(key)), label, label.encode("utf-8")
+        judge.generation = 0
         try:
-            _, file_id, count, good_end, _ = judge._judge(buf, witness)
+            state, file_id, count, good_end, _ = judge._judge(buf, witness)
         except _Bad as bad:
-            return 0, 0, None, str(bad)
-        return count, good_end, file_id, None
+            return 0, 0, None, str(bad), 0, None
+        return count, good_end, file_id, None, judge.generation, state
 
     def _cut_short(self, buf: bytes, witness) -> str:
         """The alarm for a file shorter than what was acknowledged: how much is missing."""
@@ -691,6 +699,9 @@ class EncryptedLogStorage(Storage):
             except ValueError:
                 raise _Bad(f"record {seq}: invalid JSON") from None
             state = self._apply(state, rec, seq)
+            if seq == 0:
+                generation = rec.get("g", 0)
+                self.generation = generation if isinstance(generation, int) and not isinstance(generation, bool) else 0
             pos += _LEN.size + length
             seq += 1
         if seq == 0:

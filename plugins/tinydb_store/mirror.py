@@ -40,6 +40,8 @@ class Copy:
     good_end: int = 0
     file_id: bytes | None = None
     problem: str | None = None
+    generation: int = 0
+    state: dict | None = None
 
     @property
     def good(self) -> bool:
@@ -59,8 +61,8 @@ def _read(path: Path, key: bytes, label: str) -> Copy:
         return Copy(path, None, None, problem="missing")
     except OSError as e:
         return Copy(path, None, None, problem=f"cannot be read ({e.strerror})")
-    records, good_end, file_id, problem = EncryptedLogStorage.judge(buf, witness, key, label)
-    return Copy(path, buf, witness, records, good_end, file_id, problem)
+    records, good_end, file_id, problem, generation, state = EncryptedLogStorage.judge(buf, witness, key, label)
+    return Copy(path, buf, witness, records, good_end, file_id, problem, generation, state)
 
 
 def keep_aside_once(path: Path, buf: bytes | None = None) -> None:
@@ -75,6 +77,12 @@ def keep_aside_once(path: Path, buf: bytes | None = None) -> None:
 def _keep_aside(copy: Copy) -> None:
     if copy.buf:
         keep_aside_once(copy.path, copy.buf)
+
+
+def _cut(copy: Copy) -> bool:
+    """Shorter than its own witness says it was acknowledged (judge passed it
+    only because the witness is another file's, or absent)."""
+    return bool(copy.witness) and copy.witness[0] == copy.file_id and copy.witness[1] > copy.good_end
 
 
 def _install(dest: Copy, source: Copy) -> None:
@@ -95,11 +103,24 @@ def heal(first: Path, mirror: Path, key: bytes, label: str) -> str | None:
         if a.file_id == b.file_id and (a.acknowledged.startswith(b.acknowledged)
                                        or b.acknowledged.startswith(a.acknowledged)):
             longer, shorter = (a, b) if a.good_end > b.good_end else (b, a)
-            _install(shorter, longer)           # one record acknowledged in neither: quietly
+            if not _cut(shorter):
+                _install(shorter, longer)       # one record acknowledged in neither: quietly
+                return None
+            _keep_aside(shorter)
+            _install(shorter, longer)
+            return f"{shorter.path} was an older copy (restored from a backup?): healed from {longer.path}"
+        if a.file_id == b.file_id:              # the same file, diverged: never written that way by the kiosk
+            newer, older = (a, b) if a.records >= b.records else (b, a)
+        else:                                   # another generation: the newer one (a compaction or salvage)
+            newer, older = (a, b) if a.generation >= b.generation else (b, a)
+        if a.file_id != b.file_id and newer.state == older.state:
+            _install(older, newer)              # a compaction cut between its two renames: same sales
             return None
-        # another generation (a compaction cut between its two renames): the first copy is renamed first
-        _install(b, a)
-        return None
+        _keep_aside(older)                      # never overwrite a copy without keeping it: `kiosk recover` reads it
+        _install(older, newer)
+        log.warning("store copies %s and %s differ; kept %s, set the other aside", a.path, b.path, newer.path)
+        return (f"{older.path} differed from {newer.path} (an older copy put back, or a copy salvaged while the "
+                f"other was away): kept the newer, the other set aside for `kiosk recover`")
     if a.buf is None and b.buf is None:
         return None                             # a new store, or both gone: opening says which
     if a.good or b.good:
@@ -136,6 +157,6 @@ def _merge(a: Copy, b: Copy, key: bytes, label: str) -> Copy | None:
     buf = header + b"".join(records[seq] for seq in range(len(records)))
     witness = max((c.witness for c in (a, b) if c.witness), key=lambda w: w[1], default=None)
     merged = Copy(a.path, buf, witness)
-    merged.records, merged.good_end, merged.file_id, merged.problem = EncryptedLogStorage.judge(
-        buf, witness, key, label)
+    (merged.records, merged.good_end, merged.file_id, merged.problem, merged.generation,
+     merged.state) = EncryptedLogStorage.judge(buf, witness, key, label)
     return merged if merged.good else None

@@ -27,9 +27,11 @@ class Salvage:
     record that still authenticates, applied in order), ``records`` read, and
     ``unreadable``: ``(start, end)`` byte ranges that could not be read."""
 
-    def __init__(self, state: dict, records: int, unreadable: list, size: int, acknowledged: Optional[int]):
+    def __init__(self, state: dict, records: int, unreadable: list, size: int, acknowledged: Optional[int],
+                 generation: int = 0):
         self.state, self.records, self.unreadable = state, records, unreadable
         self.size, self.acknowledged = size, acknowledged
+        self.generation = generation      # of the snapshot read, if it was
 
     @property
     def missing(self) -> int:
@@ -55,7 +57,7 @@ def _scan(buf: bytes, key: bytes, label: str, file_ids):
     prefixes = [AAD_TAG + struct.pack(">H", len(label_b)) + label_b + fid for fid in file_ids]
     size, view = len(buf), memoryview(buf)
 
-    def record_at(pos: int, seq: int):
+    def record_at(pos: int, seq: int, skipped: int = 0):
         if pos + _LEN.size + MIN_BODY > size:
             return None
         (length,) = _LEN.unpack_from(buf, pos)
@@ -63,7 +65,8 @@ def _scan(buf: bytes, key: bytes, label: str, file_ids):
         if length < MIN_BODY or end > size:
             return None
         body = view[pos + _LEN.size:end]
-        for other in range(seq, seq + _DIAGNOSE_WINDOW):
+        # past a lost stretch of ``skipped`` bytes, as many records as could have fitted in it
+        for other in range(seq, seq + _DIAGNOSE_WINDOW + skipped // (_LEN.size + MIN_BODY)):
             for prefix in prefixes:
                 try:
                     plain = aead.decrypt(bytes(body[:NONCE_LEN]), bytes(body[NONCE_LEN:]), prefix + _SEQ.pack(other))
@@ -80,7 +83,7 @@ def _scan(buf: bytes, key: bytes, label: str, file_ids):
         found = record_at(pos, seq)
         if found is None:
             start, pos = pos, pos + 1
-            while pos < size and (found := record_at(pos, seq)) is None:
+            while pos < size and (found := record_at(pos, seq, pos - start)) is None:
                 pos += 1
             yield start, pos, None, None
             if found is None:
@@ -111,7 +114,7 @@ def salvage(path, key: bytes, label: str, file_id: Optional[bytes] = None) -> Sa
         witness = read_witness(handle.fileno())
     ids = _file_ids(buf, file_id, witness[0] if witness else None)
     state: dict = {}
-    records, unreadable = 0, []
+    records, unreadable, generation = 0, [], 0
     for start, end, seq, rec in _scan(buf, key, label, ids):
         if seq is None:
             unreadable.append((start, end))
@@ -119,6 +122,7 @@ def salvage(path, key: bytes, label: str, file_id: Optional[bytes] = None) -> Sa
         try:
             if rec.get("t") == "s":
                 state = EncryptedLogStorage._apply(None, rec, 0)
+                generation = rec.get("g", 0) if type(rec.get("g", 0)) is int else 0
             else:
                 state = EncryptedLogStorage._apply(state, rec, max(seq, 1))
         except _Bad:
@@ -128,16 +132,16 @@ def salvage(path, key: bytes, label: str, file_id: Optional[bytes] = None) -> Sa
     acknowledged = witness[1] if witness and witness[0] in ids else None
     if acknowledged is not None:     # past the acknowledged end lies only a torn, unacknowledged write
         unreadable = [(a, min(b, acknowledged)) for a, b in unreadable if a < acknowledged]
-    return Salvage(state, records, unreadable, len(buf), acknowledged)
+    return Salvage(state, records, unreadable, len(buf), acknowledged, generation)
 
 
-def rewrite(path, key: bytes, label: str, state: dict) -> None:
+def rewrite(path, key: bytes, label: str, state: dict, generation: int) -> None:
     """Replace ``path`` by a new file holding ``state``: written beside it,
     fsync'd, then renamed over it -- the old file or the new, never neither."""
     path = os.fspath(path)
     folder, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{base}.tmp-salvage-{secrets.token_hex(6)}")
-    storage = EncryptedLogStorage(tmp, key=key, label=label, create=True)
+    storage = EncryptedLogStorage(tmp, key=key, label=label, create=True, generation=generation)
     try:
         storage.write(state)
     except BaseException:
