@@ -472,6 +472,8 @@ def test_kiosk_run_tells_a_full_disk_once_per_crossing_and_forwards_once_space_i
     assert len(sent) == len(set(sent)) <= 3
     disk.free()
     run.wait_for(lambda: run.count("Payment sent:") == 3, "three payments forwarded")
+    passes = len(fake_stripe.requests)
+    run.wait_for(lambda: len(fake_stripe.requests) >= passes + 2, "a pass that sees the room")
     disk.fill()                                     # a second crossing: told again, once
     run.wait_for(lambda: run.count("Disk space low:") == 2, "the second low-space notice")
     log = run.stop()
