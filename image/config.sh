@@ -21,6 +21,10 @@ if [ "$CI" = 1 ]; then BOOT_MIB=64 DATA_MIB=64; else BOOT_MIB=256 DATA_MIB=512; 
 # image's root fits in an older card's slot: image/flash can then update the
 # card and keep its data partition (docs/updating.md).
 if [ "$CI" = 1 ]; then ROOT_SLOT_MIB=1280; else ROOT_SLOT_MIB=3072; fi
+# The queue's second copy (docs/image.md "The second copy"): at first boot
+# kiosk-grow-data leaves this much at the card's end for partition 4, an ext4
+# labelled KIOSKMIRROR; a USB stick with that label is used instead when plugged in.
+MIRROR_LABEL=KIOSKMIRROR MIRROR_MIB=64
 
 # Packages of every build; the full (Raspberry Pi) build adds PACKAGES_RPI.
 PACKAGES="systemd systemd-sysv systemd-timesyncd udev dbus kmod iproute2 iputils-ping
@@ -28,4 +32,5 @@ PACKAGES="systemd systemd-sysv systemd-timesyncd udev dbus kmod iproute2 iputils
  e2fsprogs dosfstools fdisk fonts-dejavu-core libgbm1 libegl1 libdrm2
  linux-image-arm64 initramfs-tools zstd"
 PACKAGES_RPI="raspi-firmware firmware-brcm80211 bluez-firmware wireless-regdb
- libgl1-mesa-dri libgles2 fonts-noto-cjk fake-hwclock nano less"
+ libgl1-mesa-dri libgles2 fonts-noto-cjk nano less"
+# (no fake-hwclock: it saves to the read-only root; systemd-timesyncd keeps the clock on /data)

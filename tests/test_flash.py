@@ -929,3 +929,210 @@ def test_fat32_labels_are_read_like_blkid_reads_them(tmp_path):
     sh("mkfs.vfat", "-F", "32", "-n", "KIOSKBOOT", "-C", fat32, 40 * 1024)
     assert "FAT32" in sh("blkid", "--probe", fat32, text=True).stdout
     assert flash_module.fat_label(byte_range(fat32, 0, 512)) == "KIOSKBOOT"
+
+
+# -- the card's mirror partition (image/firstboot/grow-data) and its mount (mount-mirror) --------
+# On real block devices: loop devices with their partitions (partx), as root.
+
+GROW_DATA = ROOT / "image" / "firstboot" / "grow-data"
+MOUNT_MIRROR = ROOT / "image" / "firstboot" / "mount-mirror"
+CARD_MIB, MIRROR_MIB = 200, 64
+
+
+class LoopCards:
+    """Disk-image files attached as loop devices, partitions and all; detached afterwards."""
+
+    def __init__(self, where: Path):
+        self.where, self.devices, self.mounts = where, [], []
+
+    def attach(self, image: Path, partitioned: bool = True) -> str:
+        device = sh("losetup", "-f", "--show", image, text=True).stdout.strip()
+        self.devices.append(device)
+        if partitioned:
+            sh("partx", "--add", device)
+        return device
+
+    def card(self, name: str, table: str, data_mib: tuple[int, int], before=None) -> tuple[str, Path]:
+        """A card image with TABLE (sfdisk), an ext4 KIOSKDATA at DATA_MIB (start, size)
+        filling partition 3, attached, its data partition mounted; (device, mount point)."""
+        image = self.where / f"{name}.img"
+        with open(image, "wb") as disk:
+            disk.truncate(CARD_MIB * MiB)
+        sh("sfdisk", "--quiet", image, input=("label: dos\nunit: sectors\n" + table).encode())
+        data = self.where / f"{name}.data"
+        sh("mkfs.ext4", "-q", "-F", "-L", "KIOSKDATA", data, f"{data_mib[1]}M")
+        put(image, data, data_mib[0])
+        if before:
+            before(image)
+        device = self.attach(image)
+        if not Path(f"{device}p3").exists():
+            pytest.skip("this kernel makes no partition devices for loop devices")
+        point = self.where / f"{name}.mnt"
+        point.mkdir()
+        self.mount(f"{device}p3", point)
+        return device, point
+
+    def mount(self, device: str, point: Path, *options: str) -> None:
+        sh("mount", *options, device, point)
+        self.mounts.append(point)
+
+    def close(self) -> None:
+        for point in reversed(self.mounts):
+            subprocess.run(["umount", str(point)], capture_output=True)
+        for device in reversed(self.devices):
+            subprocess.run(["partx", "-d", device], capture_output=True)
+            subprocess.run(["losetup", "-d", device], capture_output=True)
+
+
+def put(image: Path, content: Path, at_mib: int) -> None:
+    with open(image, "r+b") as disk:
+        disk.seek(at_mib * MiB)
+        disk.write(content.read_bytes())
+
+
+def table_of(image: Path) -> list[tuple[int, int]]:
+    """(start, size) of each partition, in MiB."""
+    parts = json.loads(sh("sfdisk", "--json", image).stdout)["partitiontable"]["partitions"]
+    return [(p["start"] // 2048, p["size"] // 2048) for p in parts]
+
+
+def probe_fs(device: str) -> dict:
+    result = subprocess.run(["blkid", "-p", "-o", "export", device], capture_output=True, text=True)
+    return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+
+
+def grow_data(point: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(["sh", str(GROW_DATA), str(point)], capture_output=True, text=True,
+                            env=dict(os.environ, PATH=PATH, MIRROR_MIB=str(MIRROR_MIB)))
+    # growing a mounted ext4 (EXT4_IOC_RESIZE_FS) needs CAP_SYS_RESOURCE, which a container may lack:
+    # the last step then fails here; the qemu boot test (test_image.py) runs it for real
+    denied = "Permission denied to resize" in result.stderr
+    assert result.returncode == 0 or denied, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture
+def loops(tmp_path):
+    if os.geteuid() != 0 or not all(shutil.which(t, path=PATH) for t in ("losetup", "partx", "mount")):
+        pytest.skip("needs root, losetup, partx and mount")
+    cards = LoopCards(tmp_path)
+    yield cards
+    cards.close()
+
+
+NEW_CARD = ("start=8192, size=16384, type=c\nstart=24576, size=32768, type=83\n"
+            "start=57344, size=32768, type=83\n")          # boot 4+8, root 12+16, data 28+16 MiB, as built
+
+
+def test_first_boot_makes_the_mirror_partition_at_the_cards_end_and_keeps_it(loops, tmp_path):
+    device, point = loops.card("new", NEW_CARD, (28, 16))
+    result = grow_data(point)
+    image = tmp_path / "new.img"
+    assert table_of(image) == [(4, 8), (12, 16), (28, CARD_MIB - MIRROR_MIB - 28), (CARD_MIB - MIRROR_MIB, MIRROR_MIB)]
+    assert "making partition 4" in result.stdout and "formatting" in result.stdout
+    assert {k: probe_fs(f"{device}p4").get(k) for k in ("TYPE", "LABEL")} == {"TYPE": "ext4", "LABEL": "KIOSKMIRROR"}
+    # the next start: nothing made or formatted again, the copy on it kept
+    mirror = tmp_path / "mirror.mnt"
+    mirror.mkdir()
+    sh("mount", f"{device}p4", mirror)
+    (mirror / "live.kdb").write_bytes(b"the second copy")
+    sh("umount", mirror)
+    again = grow_data(point)
+    assert "partition 4" not in again.stdout and "formatting" not in again.stdout
+    assert table_of(image)[3] == (CARD_MIB - MIRROR_MIB, MIRROR_MIB)
+    loops.mount(f"{device}p4", mirror)
+    assert (mirror / "live.kdb").read_bytes() == b"the second copy"
+
+
+def stale_mirror(image: Path) -> None:
+    """A KIOSKMIRROR filesystem where partition 4 will go, left by the card's earlier life."""
+    tree = image.with_name("stale")
+    (tree / "kiosk").mkdir(parents=True)
+    (tree / "kiosk" / "live.kdb").write_bytes(b"an old queue")
+    sh("mkfs.ext4", "-q", "-F", "-L", "KIOSKMIRROR", "-d", tree, image.with_name("stale.ext4"), f"{MIRROR_MIB}M")
+    put(image, image.with_name("stale.ext4"), CARD_MIB - MIRROR_MIB)
+
+
+def test_a_power_cut_after_the_data_partition_grew_is_finished_without_the_stale_filesystem(loops, tmp_path):
+    """Cut after step 1: partition 3 grown (its ext4 too), no partition 4 yet, and a
+    KIOSKMIRROR filesystem from the card's earlier life where it will go."""
+    grown = CARD_MIB - MIRROR_MIB - 28
+    table = NEW_CARD.replace("start=57344, size=32768", f"start=57344, size={grown * 2048}")
+    device, point = loops.card("cut", table, (28, grown), before=stale_mirror)
+    result = grow_data(point)
+    assert result.returncode == 0, result.stderr
+    assert table_of(tmp_path / "cut.img")[2:] == [(28, grown), (CARD_MIB - MIRROR_MIB, MIRROR_MIB)]
+    assert "formatting" in result.stdout, "zeroed first: the old filesystem is not taken for the mirror"
+    mirror = tmp_path / "mirror.mnt"
+    mirror.mkdir()
+    loops.mount(f"{device}p4", mirror)
+    assert not (mirror / "kiosk").exists()
+
+
+@pytest.mark.parametrize("on_it", ["nothing", "ext4 OTHER"])
+def test_partition_4_is_formatted_only_when_it_holds_no_filesystem(loops, tmp_path, on_it):
+    """Cut after the table named partition 4, before mkfs: formatted.  A partition 4
+    holding any filesystem is never formatted."""
+    grown = CARD_MIB - MIRROR_MIB - 28
+    table = (NEW_CARD.replace("start=57344, size=32768", f"start=57344, size={grown * 2048}")
+             + f"start={(CARD_MIB - MIRROR_MIB) * 2048}, size={MIRROR_MIB * 2048}, type=83\n")
+
+    def other(image: Path) -> None:
+        if on_it != "nothing":
+            sh("mkfs.ext4", "-q", "-F", "-L", "OTHER", image.with_name("other.ext4"), f"{MIRROR_MIB}M")
+            put(image, image.with_name("other.ext4"), CARD_MIB - MIRROR_MIB)
+    device, point = loops.card("p4", table, (28, grown), before=other)
+    result = grow_data(point)
+    assert result.returncode == 0, result.stderr
+    assert len(table_of(tmp_path / "p4.img")) == 4
+    label = probe_fs(f"{device}p4").get("LABEL")
+    assert label == ("KIOSKMIRROR" if on_it == "nothing" else "OTHER"), result.stdout
+
+
+def test_a_card_from_an_older_image_gets_no_mirror_partition_and_is_told_to_use_a_stick(loops, tmp_path):
+    table = NEW_CARD.replace("start=57344, size=32768", f"start=57344, size={(CARD_MIB - 28) * 2048}")
+    device, point = loops.card("old", table, (28, CARD_MIB - 28))
+    result = grow_data(point)
+    assert result.returncode == 0, result.stderr
+    assert len(table_of(tmp_path / "old.img")) == 3
+    assert "no room for a mirror partition" in result.stdout and "USB stick labelled KIOSKMIRROR" in result.stdout
+
+
+def mount_mirror(point: Path, data: Path, state: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(["sh", str(MOUNT_MIRROR), str(point), str(data)], capture_output=True, text=True,
+                            env=dict(os.environ, PATH=PATH, MIRROR_STATE=str(state), KIOSK_USER="nobody"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_the_mirror_is_a_kiosk_stick_when_plugged_in_else_the_cards_partition_else_nothing(loops, tmp_path):
+    grown = CARD_MIB - MIRROR_MIB - 28
+    table = NEW_CARD.replace("start=57344, size=32768", f"start=57344, size={grown * 2048}")
+    device, data = loops.card("card", table, (28, grown))
+    point, state = tmp_path / "mirror", tmp_path / "run" / "mirror"
+    point.mkdir()
+    # no stick, no partition: nothing mounted, nothing said to kiosk-firstboot
+    result = mount_mirror(point, data, state)
+    assert not os.path.ismount(point) and not state.exists(), result.stdout
+    assert "nothing mounted" in result.stdout
+    # the card's partition (as grow-data makes it)
+    grow_data(data)
+    stick_image = tmp_path / "stick.img"
+    sh("mkfs.ext4", "-q", "-F", "-L", "KIOSKMIRROR", stick_image, "16M")
+    stick = loops.attach(stick_image, partitioned=False)      # a stick without a partition table
+    result = mount_mirror(point, data, state)
+    try:
+        assert state.read_text().split() == ["stick", stick, "ext4"], result.stdout
+        assert sh("findmnt", "-no", "SOURCE", point, text=True).stdout.strip() == stick
+        folder = (point / "kiosk").stat()
+        nobody = int(sh("id", "-u", "nobody", text=True).stdout)
+        assert (folder.st_uid, folder.st_mode & 0o777) == (nobody, 0o700)
+        assert "mounted already" in mount_mirror(point, data, state).stdout
+    finally:
+        sh("umount", point)
+    subprocess.run(["losetup", "-d", stick], check=True)
+    result = mount_mirror(point, data, state)
+    try:
+        assert state.read_text().split() == ["partition", f"{device}p4", "ext4"], result.stdout
+    finally:
+        sh("umount", point)
