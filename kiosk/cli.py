@@ -96,6 +96,8 @@ def _confirm_prompt(args):
         print(f"{offer.reason[:1].upper()}{offer.reason[1:]}. Store this sale offline? "
               f"{format_amount(offer.amount, offer.currency)} — {offer.left}", file=sys.stderr)
         print(f"  {offer.risk_note}", file=sys.stderr)
+        if offer.same_card_warning:     # asked again once the card is read
+            print(f"  Warning: {offer.same_card_warning}.", file=sys.stderr)
         if args.yes:
             return True
         if not sys.stdin.isatty():
@@ -196,6 +198,42 @@ def _since(text: str) -> str:
     if moment.tzinfo is None:
         moment = moment.astimezone()          # the kiosk's own time zone, as the vendor means it
     return iso(moment)
+
+
+def cmd_report(args) -> int:
+    """The day's totals per currency, or with ``--csv`` one row per payment (kiosk/report.py)."""
+    from . import local_time, report
+    if args.with_contacts and not args.csv:
+        raise Fail("--with-contacts goes with --csv (the totals name no customer)")
+    asked = _report_day(args.date) if args.date else None
+    kiosk = _open(args)
+    try:
+        zone = local_time.kiosk_zone(kiosk.config)
+        day = asked or local_time.day_of(kiosk.clock(), zone)     # today as the kiosk's defended clock has it
+        start, end = local_time.day_bounds(day, zone)
+        payments = report.day_payments(kiosk.store.live(), _settled_since(kiosk.store, None, start), start, end)
+        if args.csv:
+            report.write_csv(sys.stdout, payments, zone, kiosk.config.kiosk_id, with_contacts=args.with_contacts)
+            return EXIT_OK
+        totals = report.totals(payments)
+        where = {"date": day.isoformat(), "timezone": local_time.zone_name(zone), "from": start, "to": end,
+                 "kiosk_id": kiosk.config.kiosk_id}
+        if args.json:
+            _print_json({**where, "not_yet_taken": list(report.NOT_YET_TAKEN), "currencies": totals})
+            return EXIT_OK
+        print(f"{day.isoformat()} ({where['timezone']}), kiosk {where['kiosk_id']}")
+        for line in report.text_lines(totals) or ["no payments"]:
+            print(line)
+        return EXIT_OK
+    finally:
+        kiosk.close()
+
+
+def _report_day(text: str):
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        raise Fail(f"--date {text!r} is not a date like 2026-12-05") from None
 
 
 def cmd_sync(args) -> int:
@@ -555,6 +593,13 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="settled payments to list, newest first (default 50)")
     p.add_argument("--since", help="only payments taken since this date or time (local, or ISO 8601 with zone)")
     p.add_argument("--all", action="store_true", help="every settled payment (streamed)")
+    p = add("report", cmd_report, "the day's totals per currency, or its payments as CSV for the books",
+            json_flag=False)
+    p.add_argument("--date", help="the day, YYYY-MM-DD, in [kiosk] timezone (default: today)")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="machine-readable totals")
+    form.add_argument("--csv", action="store_true", help="one row per payment, newest first")
+    p.add_argument("--with-contacts", action="store_true", help="add the customer's contact to each CSV row")
     add("sync", cmd_sync, "forward pending payments to Stripe now")
     add("status", cmd_status, "online or offline, what is waiting, limits in force")
     add("check", cmd_check, "ready to sell offline? the Stripe key, API version, clock, reader and queue")
@@ -589,7 +634,7 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
 
 
 CORE_COMMANDS = ("init", "charge", "queue", "sync", "status", "check", "plugins", "notices", "run", "demo",
-                 "recover", "export", "import")
+                 "recover", "export", "import", "report")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import platformdirs
 
 from .card_numbers import refuse_card_number
+from .local_time import zone_problem
 from .money import MoneyError, currency_code
 
 OFFLINE_BEHAVIORS = ("prefer_online", "require_online", "force_offline")
@@ -54,6 +55,8 @@ CORE_SETTINGS: dict[str, dict[str, Setting]] = {
                                   item_type=float),
         "clock_tolerance_seconds": Setting(float, 300.0, "How far the system clock may be from Stripe's, or "
                                            "behind what the kiosk can prove, before it is not trusted"),
+        "timezone": Setting(str, "", "Time zone of the vendor's days and the times shown (an IANA name like "
+                            "Europe/Paris; empty: the system's)", check=zone_problem),
     },
     "storage": {
         "use": Setting(str, "tinydb", "Storage plugin"),
@@ -91,6 +94,8 @@ CORE_SETTINGS: dict[str, dict[str, Setting]] = {
         "per_transaction": Setting(float, 100.0, "Largest offline sale, in [kiosk] currency"),
         "total": Setting(float, 500.0, "Largest total stored offline per currency, in [kiosk] currency"),
         "max_pending": Setting(int, 50, "Most payments waiting to be forwarded"),
+        "same_card_max": Setting(int, 2, "Most offline sales waiting on one card (brand, last 4 and expiry); "
+                                 "one more is refused, and the confirm step warns before"),
         "currencies": Setting(dict, {}, "Per-currency limits: [limits.currencies.jpy] per_transaction, total"),
         "floor": Setting(float, 0.1, "Fraction of the limits left once the oldest pending payment is 24 h old"),
         "growth_per_success": Setting(float, 0.02, "Limits grow by this fraction per offline payment forwarded"),
@@ -277,6 +282,9 @@ def _check_core(config: Config) -> None:
     if config.values["storage"]["keep_days"] > 36500:
         raise ConfigError(f"config [storage] keep_days must be at most 36500 (100 years; 0 keeps everything), "
                           f"not {config.values['storage']['keep_days']}")
+    if limits["same_card_max"] < 1:
+        raise ConfigError(f"config [limits] same_card_max must be at least 1 (to refuse every offline sale, set "
+                          f"[kiosk] offline_behavior = \"require_online\"), not {limits['same_card_max']}")
     if limits["max_growth"] < 1:
         raise ConfigError(f"config [limits] max_growth must be at least 1, not {limits['max_growth']}")
     retries = config.values["sync"]["decline_retry_minutes"]

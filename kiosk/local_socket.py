@@ -49,7 +49,7 @@ log = logging.getLogger("kiosk.local_socket")
 
 SOCKET_NAME = "kiosk.sock"
 _BINDING = ".kiosk.sock.new"     # bound and made 0600 here, then renamed into place
-COMMANDS = ("status", "queue", "notices", "sync", "charge")
+COMMANDS = ("status", "queue", "notices", "sync", "charge", "report")
 
 REQUEST_BYTES = 16 * 1024        # the request line; argv of any real command is far smaller
 ANSWER_BYTES = 4 * 1024          # a line the caller typed at a prompt

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .card_numbers import PHONE_ADVICE, refuse_card_number
+from . import same_card as repeated_card
 from .limits import Limits, Stored, describe_left
 from .payment import Payment
 
@@ -46,6 +47,13 @@ class OfflineOffer:
     risk_note: str = ("Offline: the card is checked only when the kiosk is back online; "
                       "a decline then is the vendor's loss.")
     because: str = "unreachable"  # a key of OFFLINE_BECAUSE
+    same_card: int = 0            # offline sales this card already has waiting (asked again once it is read)
+    same_card_max: int = 0        # [limits] same_card_max
+
+    @property
+    def same_card_warning(self) -> str | None:
+        """One line when the card already has offline sales waiting, else None."""
+        return repeated_card.warning(self.same_card, self.same_card_max)
 
     @property
     def left(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from . import disk_space, notices
+from . import disk_space, notices, same_card
 from . import payment_states as states
 from .card_numbers import refuse_card_number
 from .faults import crash_point
@@ -106,7 +106,9 @@ class Selling:
                    confirm=None, customer: str | None = None, card: str | None = None,
                    cancel: threading.Event | None = None) -> SaleResult:
         """Take one sale through the reader.  ``confirm(offer) -> bool`` is asked
-        before an offline sale in ``prefer_online``; without it the sale is refused."""
+        before an offline sale in ``prefer_online``; without it the sale is refused.
+        It is asked again, with ``offer.same_card`` set, once the card is read
+        if that card already has offline sales waiting."""
         kiosk = self.kiosk
         currency = currency_code(currency or kiosk.config.currency)
         check_amount(amount, currency)
@@ -126,6 +128,7 @@ class Selling:
         because = kiosk.health.offline_because() if offline and behavior != "force_offline" else None
         if offline and behavior == "require_online":
             return SaleResult(REFUSED, f"{OFFLINE_BECAUSE[because]} and this kiosk takes online sales only")
+        offer = None        # the confirm step's offer, when the vendor was asked
         if offline:
             refusal = self.offline_refusal(amount, currency)
             if refusal is not None:
@@ -146,6 +149,19 @@ class Selling:
             log.exception("reader plugin failed in read_card")
             return SaleResult(REFUSED, f"reader failed ({type(exc).__name__}); nothing stored")
         crash_point("sale:after_card")
+        if offline:
+            # the card is known only now: the repeated-card guard runs before anything is stored
+            repeats = self.repeated_card(card_result)
+            if isinstance(repeats, SaleResult):
+                return repeats
+            if repeats and offer is not None:
+                # the confirm step again, now with the warning (docs/plugins.md: "The repeated-card guard")
+                offer.same_card, offer.same_card_max = repeats, kiosk.config["limits"]["same_card_max"]
+                if not confirm(offer):
+                    return SaleResult(CANCELLED, f"offline sale not confirmed ({offer.same_card_warning}); "
+                                                 "nothing stored")
+                if offer.customer != customer:
+                    customer = check_contact(offer.customer) if offer.customer else None
         try:
             payment = self.store_sale(amount, currency, offline, card_result, customer)
         except (StoreAlarm, OSError) as exc:
@@ -187,6 +203,18 @@ class Selling:
             kiosk.notify(notices.limit_reached(str(exc)))
             return SaleResult(REFUSED, str(exc), limit=exc.which)
         return None
+
+    def repeated_card(self, card: CardResult) -> int | SaleResult:
+        """How many offline sales ``card`` already has waiting, or the refusal
+        when one more would be above ``[limits] same_card_max``."""
+        kiosk = self.kiosk
+        pending = same_card.pending_on_card(kiosk.store.live(), card)
+        try:
+            same_card.check_card(pending, kiosk.config["limits"]["same_card_max"])
+        except LimitRefused as exc:
+            kiosk.notify(notices.limit_reached(str(exc)))
+            return SaleResult(REFUSED, str(exc), limit=exc.which)
+        return pending
 
     def store_sale(self, amount, currency, offline, card: CardResult, customer) -> Payment:
         kiosk = self.kiosk

@@ -105,7 +105,8 @@ def write_config(directory: Path, api_base: str = "http://127.0.0.1:9", **sectio
                    "request_timeout": 5.0, "lookup_margin_minutes": 1.0},
         "sync": {"retry_base_seconds": 0.0},
         "reader": {"use": "simulated"},
-        "limits": {"per_transaction": 100.0, "total": 500.0, "max_pending": 50},
+        # most tests sell offline again and again on one test card; tests/test_same_card.py tests the guard
+        "limits": {"per_transaction": 100.0, "total": 500.0, "max_pending": 50, "same_card_max": 50},
         # no battery unless a test lays one out: a laptop running the suite on battery must not pause sales
         "power": {"path": str(_no_batteries(directory))},
     }

@@ -49,6 +49,7 @@ EN = {
     "risk_note": "The card is checked only once back online: a decline then is your loss.",
     "limit_left": "{left} of {total} offline limit left",
     "per_sale": "Up to {amount} per sale",
+    "same_card_warning": "This card already has {n} offline sale(s) waiting — at most {max} per card",
     "contact_label": "Customer contact (optional)",
     "contact_add": "Add phone or e-mail",
     "confirm": "Confirm offline sale",
@@ -85,6 +86,8 @@ EN = {
     "limit_per_transaction": "Over the offline limit per sale",
     "limit_total": "Over the total offline limit",
     "limit_count": "Too many payments waiting to be sent",
+    "limit_same_card": "This card already has the most offline sales waiting allowed per card "
+                       "([limits] same_card_max) — take another card",
     "limit_reader": "This reader cannot take payments offline",
     "limit_currency": "No offline limit is set for this currency",
     "limit_policy": "The offline-limits policy failed",
@@ -204,6 +207,7 @@ JA = {
     "risk_note": "カードはオンライン復帰後に確認されます。その時の拒否は店側の損失です。",
     "limit_left": "オフライン上限 {total} のうち残り {left}",
     "per_sale": "1回あたり最大 {amount}",
+    "same_card_warning": "このカードは未送信のオフライン販売が{n}件あります — 1枚あたり最大{max}件",
     "contact_label": "お客様の連絡先（任意）",
     "contact_add": "電話番号またはメールを追加",
     "confirm": "オフライン販売を確定",
@@ -234,6 +238,8 @@ JA = {
     "refused_reader": "カードリーダー：{detail}",
     "limit_per_transaction": "1回あたりのオフライン上限を超えています",
     "limit_total": "オフライン合計上限を超えています",
+    "limit_same_card": "このカードは未送信のオフライン販売が1枚あたりの上限（[limits] same_card_max）に"
+                       "達しています — 別のカードをお使いください",
     "limit_count": "未送信の支払いが多すぎます",
     "limit_reader": "このリーダーはオフライン決済に対応していません",
     "limit_currency": "この通貨のオフライン上限が設定されていません",

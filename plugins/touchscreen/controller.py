@@ -188,6 +188,9 @@ class SaleController:
     def _confirm(self, sale: Sale, offer) -> bool:
         """On the sale thread: ask the vendor about an offline sale and wait for the answer."""
         sale.offer = offer
+        if sale.answered.is_set():      # asked again once the card is read (a repeated card): a fresh answer
+            sale.answer = None
+            sale.answered.clear()
         self.post("confirm", sale)
         while not sale.answered.wait(0.5):
             if self.closed or sale.cancel.is_set():

@@ -339,8 +339,13 @@ def confirm_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
         limits, stored = offer.limits, offer.stored
         scene.text(left, t("limit_left", left=ctx.money(max(0, limits.total - stored.amount), offer.currency),
                            total=ctx.money(limits.total, offer.currency)), name="limit_left", bold=True)
-        scene.text(per_sale, t("per_sale", amount=ctx.money(limits.per_transaction, offer.currency)),
-                   colour=MUTED, role="small")
+        repeats = getattr(offer, "same_card", 0)
+        if repeats:     # asked again once the card is read: it already has offline sales waiting
+            scene.text(per_sale, t("same_card_warning", n=repeats, max=offer.same_card_max),
+                       name="same_card_warning", colour=DANGER, role="small", bold=True)
+        else:
+            scene.text(per_sale, t("per_sale", amount=ctx.money(limits.per_transaction, offer.currency)),
+                       colour=MUTED, role="small")
     scene.text(risk, t("risk_note"), name="risk_note", role="small", colour=INK, lines=2)
     label, field = row(contact, [(0, 45), (0, 55)], gap)
     scene.text(label, t("contact_label"), align="left", role="body")
