@@ -24,8 +24,8 @@ from .limits import History, Limits, Stored
 from .money import (MoneyError, check_amount, currency_code, format_amount, minimum_charge, minor_digits,
                     parse_amount, to_stripe_amount)
 from .notices import Notice
-from .payment import (FAILED, FORWARDING, LIVE_STATES, PENDING, SUCCEEDED, Card, Payment, iso, parse_iso,
-                      utcnow)
+from .payment import (FAILED, FORWARDING, LIVE_STATES, MOVED, PENDING, SUCCEEDED, VOIDED, Card, Payment, iso,
+                      parse_iso, utcnow)
 from .sale_result import (APPROVED, APPROVED_OFFLINE, CANCELLED, DECLINED, REFUSED, UNCONFIRMED,
                           WINDOW_HOURS, OfflineOffer, SaleResult, check_contact)
 from .view import KioskView
@@ -42,7 +42,7 @@ __all__ = [
     "Forwarder", "Outcome", "Request", "Readiness", "OPTIONAL_MEMBERS",
     "Display",
     # payments, notices, limits
-    "Payment", "Card", "PENDING", "FORWARDING", "SUCCEEDED", "FAILED", "LIVE_STATES",
+    "Payment", "Card", "PENDING", "FORWARDING", "SUCCEEDED", "FAILED", "MOVED", "VOIDED", "LIVE_STATES",
     "iso", "parse_iso", "utcnow",
     "Notice", "notices",
     "Limits", "History", "Stored",

@@ -160,6 +160,7 @@ class Outcome:
     advice_code: str | None = None      # the processor's advice on a decline (try_again_later...)
     attempt: str | None = None          # the processor's id of the attempt reported (a charge): a decline
                                         # is counted once, however often it is looked up
+    refund: str | None = None           # a refund record's answer: the processor's id of the refund
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,11 @@ OPTIONAL_MEMBERS: dict[str, dict[str, object]] = {
         # those are looked up instead of sent.  None: could not ask, so the
         # pass sends nothing.  A few requests per pass at most.
         "reconcile": None,
+        # True when prepare/send/lookup/reconcile also handle refund records
+        # (a Payment whose ``refund_of`` is set: ``payment_intent`` names the
+        # sale's PaymentIntent, ``amount`` what to give back); without it the
+        # kiosk refuses to take a refund rather than queue one nobody can send
+        "refunds": False,
     },
     "PaymentStore": {
         # files set aside at open after an unfinished write (a power cut): the

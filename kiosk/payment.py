@@ -6,6 +6,11 @@ States::
        ^            │    └───> failed      (declined, or permanently refused)
        └────────────┘  retry later (network, 429, 5xx, outcome unknown)
     pending, forwarding ──> moved          (exported to another kiosk: final here)
+    pending ──> voided                     (the vendor voided it before it was sent: final)
+
+A refund is a record of its own in the same queue (``refund_of`` names the
+sale): it is stored, forwarded, looked up and settled like a sale, so it
+keeps every promise a sale keeps (durable before it is told, sent exactly once).
 
 Every move between states, and every change to the attempt bookkeeping below,
 is made in :mod:`kiosk.payment_states` (which also checks the move is allowed).
@@ -27,7 +32,9 @@ LIVE_STATES = (PENDING, FORWARDING)
 # left this kiosk in an export file (``kiosk export``): final here, kept in
 # history, never forwarded from here; ``message`` names the file and the time
 MOVED = "moved"
-SETTLED_STATES = (SUCCEEDED, FAILED, MOVED)
+# voided by the vendor before it was ever sent: final, never forwarded, kept in history
+VOIDED = "voided"
+SETTLED_STATES = (SUCCEEDED, FAILED, MOVED, VOIDED)
 
 
 def utcnow() -> datetime:
@@ -86,6 +93,15 @@ class Payment:
     declined_attempt: str | None = None   # the processor's id of the last of those, counted once
     last_outcome: str | None = None # what the last finished attempt came to; None while one is under way
     unshown: bool = False           # an offline sale stored, not yet known to have been shown approved
+    # what was sold: [{"name": str, "price": int (minor units, each), "quantity": int}], from quick items
+    items: list = field(default_factory=list)
+    tip: int = 0                    # minor units, part of ``amount`` (stored apart for the books)
+    receipt_email: str | None = None    # Stripe e-mails its receipt here once the payment succeeds
+    # a refund is a record of its own: ``refund_of`` is the sale's id, ``amount`` what is given back,
+    # ``payment_intent`` the sale's PaymentIntent, ``refund_id`` Stripe's refund once it answered
+    refund_of: str | None = None
+    refund_id: str | None = None
+    refunds: list = field(default_factory=list)    # on a sale: ids of the refund records taken against it
 
     @property
     def settled(self) -> bool:
@@ -99,6 +115,8 @@ class Payment:
         record = dict(self.__dict__)
         record["card"] = dict(self.card.__dict__)
         record["reminded_hours"] = list(self.reminded_hours)
+        record["items"] = _copied(self.items)
+        record["refunds"] = list(self.refunds)
         record["request"] = _copied(self.request)     # a store may keep the record: share nothing with it
         return record
 
@@ -108,7 +126,13 @@ class Payment:
         data["card"] = Card(**record["card"])
         data["request"] = _copied(data.get("request"))
         data["reminded_hours"] = list(data.get("reminded_hours", ()))
+        data["items"] = _copied(data.get("items") or [])
+        data["refunds"] = list(data.get("refunds") or ())
         return cls(**data)
+
+    @property
+    def is_refund(self) -> bool:
+        return self.refund_of is not None
 
     @property
     def needs_follow_up(self) -> bool:
@@ -130,6 +154,9 @@ class Payment:
             "message": self.message, "customer": self.customer,
             "attempts": self.attempts, "settled_at": self.settled_at,
             "followed_up": self.followed_up,
+            "kind": "refund" if self.refund_of else "sale",
+            "items": _copied(self.items), "tip": self.tip, "receipt_email": self.receipt_email,
+            "refund_of": self.refund_of, "refund_id": self.refund_id, "refunds": list(self.refunds),
         }
 
 
