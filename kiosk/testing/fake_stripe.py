@@ -37,6 +37,17 @@ What it implements, as of API version ``2026-10-28.endive``:
   ``ending_before``, ``created`` filters) and ``GET /v1/payment_intents/{id}``.
   Other PaymentIntent routes stripe-python knows (update, search, ...) are
   checked against the contract, then answered 404 like an unknown URL.
+* ``POST /v1/refunds`` (of a PaymentIntent's or a charge's captured charge;
+  ``amount`` defaults to what is left), ``GET /v1/refunds`` (newest first,
+  ``payment_intent``, ``charge`` and ``created`` filters, ``limit``,
+  ``starting_after``, ``ending_before``) and ``GET /v1/refunds/{id}``.  The
+  charge keeps ``amount_refunded`` and ``refunded``.  Refused as Stripe does
+  (400 ``invalid_request_error``): nothing left (``charge_already_refunded``,
+  "Charge ch_... has already been refunded."), more than is left
+  (``amount_too_large``, "Refund amount ($6.00) is greater than unrefunded
+  amount on charge ($5.00)"; "... than charge amount ..." before any refund),
+  no captured charge (no code, "This PaymentIntent (pi_...) does not have a
+  successful charge to refund.").  Update and cancel are checked, then 404.
 * Stripe's test tokens: ``pm_card_visa`` and the other brands succeed,
   ``pm_card_chargeDeclined*`` decline (402 ``card_error``; the PaymentIntent
   goes to ``requires_payment_method`` with ``last_payment_error``), and
@@ -69,6 +80,10 @@ Controls for tests (all thread-safe):
   declined with the given ``code``/``decline_code``/``advice_code``.
 * :meth:`~FakeStripe.leave_next` ``(n, status)``: the next confirmation
   attempts leave the PaymentIntent in *status* and answer 200.
+* :meth:`~FakeStripe.leave_refund_next` ``(n, status)``: the next refunds are
+  created ``pending`` (or ``requires_action``); :meth:`~FakeStripe.set_refund_status`
+  fails, cancels or settles one out of band (a failed refund gives the amount
+  back to the charge's unrefunded amount).
 * :meth:`~FakeStripe.set_status`: change a PaymentIntent out of band
   (``processing`` settles, someone cancels it in the Dashboard).
 * :meth:`~FakeStripe.set_offline`, :meth:`~FakeStripe.reject_api_keys`,
@@ -77,7 +92,8 @@ Controls for tests (all thread-safe):
   :attr:`~FakeStripe.api_version`.
 
 Inspection: :attr:`~FakeStripe.payment_intents`,
-:meth:`~FakeStripe.intents_for`, :attr:`~FakeStripe.requests` (with each
+:meth:`~FakeStripe.intents_for`, :attr:`~FakeStripe.refunds`,
+:meth:`~FakeStripe.refunds_for`, :meth:`~FakeStripe.charge_of`, :attr:`~FakeStripe.requests` (with each
 request's decoded ``params``), :attr:`~FakeStripe.breaches` and
 :attr:`~FakeStripe.max_requests_per_second`.
 
@@ -116,6 +132,8 @@ from . import stripe_contract
 __all__ = ["FakeStripe", "main", "parse_form"]
 
 API_VERSION = stripe_contract.API_VERSION   # what stripe-python 16.1 is generated for
+# The SDK services whose routes this fake checks and answers (their generated params types).
+SERVICES = stripe_contract.SERVICES + ("RefundService",)
 
 _ALNUM = string.ascii_letters + string.digits
 
@@ -199,6 +217,8 @@ ENABLED_TYPES: dict[str, frozenset[str] | None] = {
 }
 _TERMINAL_TYPES = frozenset({"card_present", "interac_present"})   # never offered dynamically
 
+REFUND_STATUSES = ("pending", "requires_action", "succeeded", "failed", "canceled")
+REFUND_LEAVE_STATUSES = ("pending", "requires_action")
 PAYMENT_INTENT_STATUSES = ("requires_payment_method", "requires_confirmation", "requires_action",
                            "processing", "requires_capture", "canceled", "succeeded")
 LEAVE_STATUSES = ("processing", "requires_action", "requires_capture", "requires_confirmation",
@@ -395,7 +415,7 @@ def shutdown_promptly(server) -> None:
 
 
 class FakeStripe:
-    """In-memory fake of Stripe's PaymentIntents API over loopback HTTP.
+    """In-memory fake of Stripe's PaymentIntents and Refunds APIs over loopback HTTP.
 
     All controls and inspection properties are thread-safe.  ``clock``
     (default :func:`time.time`) supplies the unix time used for ``created``,
@@ -421,6 +441,8 @@ class FakeStripe:
         self._pi_by_id: dict[str, dict] = {}
         self._seq: dict[str, int] = {}
         self._charges: dict[str, dict] = {}
+        self._refunds: list[dict] = []
+        self._refund_by_id: dict[str, dict] = {}
         self._idempotency: dict[str, dict] = {}
         self._requests: list[dict] = []
         self._breaches: list[dict] = []
@@ -440,6 +462,8 @@ class FakeStripe:
         self._decline: _Decline | None = None
         self._leave_n = 0
         self._leave_status = "processing"
+        self._leave_refund_n = 0
+        self._leave_refund_status = "pending"
         self._offline = False
         self._reject_keys = False
 
@@ -448,7 +472,7 @@ class FakeStripe:
     def start(self) -> "FakeStripe":
         if self._server is not None:
             raise RuntimeError("FakeStripe already started")
-        stripe_contract.prepare()
+        stripe_contract.prepare(SERVICES)
         self._stopping.clear()
         server = _Server((self.host, self.port), _Handler)
         server.fake = self
@@ -504,14 +528,15 @@ class FakeStripe:
             self._fail_code = code
 
     def drop_next(self, n: int) -> None:
-        """The next *n* ``POST /v1/payment_intents`` are processed and committed
-        (idempotency record included), then the connection is closed unanswered."""
+        """The next *n* creates (``POST /v1/payment_intents`` or ``/v1/refunds``) are
+        processed and committed (idempotency record included), then the connection
+        is closed unanswered."""
         with self._lock:
             self._drop_n = int(n)
 
     def hang_next(self, n: int, seconds: float) -> None:
-        """The next *n* ``POST /v1/payment_intents`` are committed, then the answer
-        is held back for *seconds* (cut short, unanswered, if the server stops)."""
+        """The next *n* creates (PaymentIntents or refunds) are committed, then the
+        answer is held back for *seconds* (cut short, unanswered, if the server stops)."""
         with self._lock:
             self._hang_n = int(n)
             self._hang_seconds = float(seconds)
@@ -560,6 +585,29 @@ class FakeStripe:
                 raise KeyError(pi_id)
             self._set_status(pi, status, reason=cancellation_reason)
 
+    def leave_refund_next(self, n: int = 1, status: str = "pending") -> None:
+        """The next *n* refunds are created in *status* (``pending``: the card
+        network has not confirmed yet, ``pending_reason`` ``processing``)."""
+        if status not in REFUND_LEAVE_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(REFUND_LEAVE_STATUSES)}")
+        with self._lock:
+            self._leave_refund_n = int(n)
+            self._leave_refund_status = status
+
+    def set_refund_status(self, refund_id: str, status: str, *,
+                          failure_reason: str | None = None) -> None:
+        """Change refund *refund_id* out of band, as Stripe does when a pending
+        refund settles or a refund fails later (``failed`` with a
+        *failure_reason*, ``canceled``): the money comes back to the charge's
+        unrefunded amount.  KeyError if no such refund."""
+        if status not in REFUND_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(REFUND_STATUSES)}")
+        with self._lock:
+            refund = self._refund_by_id.get(refund_id)
+            if refund is None:
+                raise KeyError(refund_id)
+            self._set_refund_status(refund, status, failure_reason)
+
     def set_offline(self, flag: bool) -> None:
         """While True every request's connection is closed without an answer."""
         with self._lock:
@@ -588,6 +636,25 @@ class FakeStripe:
         with self._lock:
             return [copy.deepcopy(pi) for pi in self._pis
                     if pi["metadata"].get("kiosk_payment_id") == kiosk_payment_id]
+
+    @property
+    def refunds(self) -> list[dict]:
+        """Every refund created, in creation order (deep copies)."""
+        with self._lock:
+            return copy.deepcopy(self._refunds)
+
+    def refunds_for(self, kiosk_payment_id: str) -> list[dict]:
+        """Refunds whose ``metadata.kiosk_payment_id`` equals *kiosk_payment_id*."""
+        with self._lock:
+            return [copy.deepcopy(r) for r in self._refunds
+                    if r["metadata"].get("kiosk_payment_id") == kiosk_payment_id]
+
+    def charge_of(self, pi_id: str) -> dict | None:
+        """The latest charge of PaymentIntent *pi_id* (a deep copy), or None."""
+        with self._lock:
+            pi = self._pi_by_id.get(pi_id)
+            charge = self._charges.get(pi["latest_charge"] or "") if pi else None
+            return copy.deepcopy(charge)
 
     @property
     def requests(self) -> list[dict]:
@@ -740,7 +807,7 @@ class FakeStripe:
     def _check_contract(self, method: str, path: str, sent_version: str | None,
                         params: dict) -> None:
         breach = (stripe_contract.check_version(sent_version, self.api_version)
-                  or stripe_contract.check(method, path, params))
+                  or stripe_contract.check(method, path, params, SERVICES))
         if breach is not None:
             self._record_breach(method, path, breach.code, breach.param, breach.message)
             raise _StripeError(breach.status, breach.type, breach.message, code=breach.code,
@@ -822,13 +889,14 @@ class FakeStripe:
 
     def _route(self, method: str, path: str, params: dict, idem_key: str | None,
                request_id: str, rec: dict) -> tuple[int, Any, dict, tuple[str, float] | None]:
-        found = stripe_contract.match(method, path)
+        found = stripe_contract.match(method, path, SERVICES)
         handler = _HANDLERS.get((found.route.service, found.route.operation)) if found else None
         if handler is None:
             raise _invalid(
                 f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs "
                 "or we can help at https://support.stripe.com/.", status=404)
-        intent = found.path_params.get("intent")
+        # the object named in the path: {intent} or {refund}
+        intent = next(iter(found.path_params.values()), None)
         if method != "POST":
             return 200, handler(self, intent, params), {}, None
         return self._post(path, params, idem_key, request_id, rec,
@@ -1169,14 +1237,6 @@ class FakeStripe:
                         payment_intent=self._render(pi, []))
 
     def _list(self, _intent: None, params: dict) -> dict:
-        limit = int(params.get("limit", 10))
-        if limit < 1:
-            raise _invalid("This value must be greater than or equal to 1.", param="limit")
-        if limit > 100:
-            raise _invalid("This value must be less than or equal to 100.", param="limit")
-        if "starting_after" in params and "ending_before" in params:
-            raise _invalid("You may only specify one of these parameters: ending_before, "
-                           "starting_after.", param="ending_before", code="parameters_exclusive")
         preds = _created_filters(params.get("created"))
         if "customer" in params or "customer_account" in params:
             preds.append(lambda c: False)   # no customers exist here
@@ -1186,21 +1246,7 @@ class FakeStripe:
 
         items = sorted((pi for pi in self._pis if all(p(pi["created"]) for p in preds)),
                        key=key, reverse=True)
-        if "starting_after" in params or "ending_before" in params:
-            which = "starting_after" if "starting_after" in params else "ending_before"
-            cursor = self._pi_by_id.get(params[which])
-            if cursor is None:
-                raise _invalid(f"No such payment_intent: '{params[which]}'", param=which,
-                               code="resource_missing")
-            ck = key(cursor)
-            if which == "starting_after":
-                rest = [pi for pi in items if key(pi) < ck]
-                page, has_more = rest[:limit], len(rest) > limit
-            else:
-                rest = [pi for pi in items if key(pi) > ck]
-                page, has_more = rest[-limit:], len(rest) > limit
-        else:
-            page, has_more = items[:limit], len(items) > limit
+        page, has_more = _page(items, params, key, self._pi_by_id, "payment_intent")
         expand = [e[len("data."):] for e in _expand(params) if e.startswith("data.")]
         return {"object": "list", "data": [self._render(pi, expand) for pi in page],
                 "has_more": has_more, "url": "/v1/payment_intents"}
@@ -1303,6 +1349,155 @@ class FakeStripe:
             out["latest_charge"] = copy.deepcopy(self._charges[out["latest_charge"]])
         return out
 
+    # -- Refunds ------------------------------------------------------------------------
+
+    def _refund_create(self, _id: None, params: dict) -> dict:
+        """POST /v1/refunds of a PaymentIntent's (or a charge's) captured charge,
+        refusing what Stripe refuses: no successful charge, nothing left, more than is left."""
+        charge = self._refundable_charge(params)
+        left = charge["amount_captured"] - charge["amount_refunded"]
+        if left <= 0:
+            raise _invalid(f"Charge {charge['id']} has already been refunded.",
+                           code="charge_already_refunded")
+        amount = int(params.get("amount", left))
+        if amount < 1:
+            raise _invalid("This value must be greater than or equal to 1.", param="amount",
+                           code="parameter_invalid_integer")
+        if amount > left:
+            than = ("unrefunded amount on charge" if charge["amount_refunded"]
+                    else "charge amount")
+            raise _invalid(f"Refund amount ({_money(amount, charge['currency'])}) is greater than "
+                           f"{than} ({_money(left, charge['currency'])})", param="amount",
+                           code="amount_too_large")
+        if "currency" in params and params["currency"].lower() != charge["currency"]:
+            raise _invalid("The currency of the refund must be the currency of the charge.",
+                           param="currency")
+        status = "succeeded"
+        if self._leave_refund_n > 0:
+            self._leave_refund_n -= 1
+            status = self._leave_refund_status
+        refund = {
+            "id": "re_3" + _rand(23), "object": "refund", "amount": amount,
+            "balance_transaction": "txn_3" + _rand(23), "charge": charge["id"],
+            "created": int(self.clock()), "currency": charge["currency"], "description": None,
+            "destination_details": {"type": "card", "card": {
+                "reference_status": "pending", "reference_type": "acquirer_reference_number",
+                "type": "refund"}},
+            "failure_balance_transaction": None, "failure_reason": None,
+            "instructions_email": params.get("instructions_email"),
+            "metadata": self._metadata(params.get("metadata") or {}),
+            "next_action": None, "payment_intent": charge["payment_intent"],
+            "payment_method": charge["payment_method"],
+            "pending_reason": "processing" if status == "pending" else None,
+            "presentment_details": None, "reason": params.get("reason"), "receipt_number": None,
+            "source_transfer_reversal": None, "status": status, "transfer_reversal": None,
+        }
+        charge["amount_refunded"] += amount
+        charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
+        self._refunds.append(refund)
+        self._refund_by_id[refund["id"]] = refund
+        return copy.deepcopy(refund)
+
+    def _refundable_charge(self, params: dict) -> dict:
+        if "payment_intent" in params and "charge" in params:
+            raise _invalid("You may only specify one of these parameters: charge, payment_intent.",
+                           param="charge", code="parameters_exclusive")
+        if "charge" in params:
+            charge = self._charges.get(params["charge"])
+            if charge is None:
+                raise _invalid(f"No such charge: '{params['charge']}'", param="charge",
+                               code="resource_missing")
+            pi = self._pi_by_id[charge["payment_intent"]]
+        elif "payment_intent" in params:
+            pi = self._pi_by_id.get(params["payment_intent"])
+            if pi is None:
+                raise _invalid(f"No such payment_intent: '{params['payment_intent']}'",
+                               param="payment_intent", code="resource_missing")
+            charge = self._charges.get(pi["latest_charge"] or "")
+        else:
+            raise _invalid("One of the following params should be provided for this request: "
+                           "payment_intent or charge.", code="parameter_missing")
+        self._no_such(params, "customer", "customer")
+        if charge is None or charge["status"] != "succeeded" or not charge["captured"]:
+            # an authorization is released by cancelling the PaymentIntent, never refunded
+            raise _invalid(f"This PaymentIntent ({pi['id']}) does not have a successful charge "
+                           "to refund.", param="payment_intent")
+        return charge
+
+    def _set_refund_status(self, refund: dict, status: str, failure_reason: str | None) -> None:
+        was_counted = refund["status"] not in ("failed", "canceled")
+        refund["status"] = status
+        refund["pending_reason"] = "processing" if status == "pending" else None
+        if status in ("failed", "canceled"):
+            refund["failure_reason"] = failure_reason or ("merchant_request" if status == "canceled"
+                                                          else "unknown")
+            if was_counted:      # the money was not given back: it is refundable again
+                charge = self._charges[refund["charge"]]
+                charge["amount_refunded"] -= refund["amount"]
+                charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
+
+    def _refund_retrieve(self, refund_id: str, params: dict) -> dict:
+        refund = self._refund_by_id.get(refund_id)
+        if refund is None:
+            raise _invalid(f"No such refund: '{refund_id}'", param="id", code="resource_missing",
+                           status=404)
+        return copy.deepcopy(refund)
+
+    def _refund_list(self, _id: None, params: dict) -> dict:
+        """GET /v1/refunds: newest first, filtered by payment_intent, charge, created."""
+        preds = [lambda r, f=_created_filters(params.get("created")): all(p(r["created"]) for p in f)]
+        for name, known in (("payment_intent", self._pi_by_id), ("charge", self._charges)):
+            if name in params:
+                if params[name] not in known:
+                    raise _invalid(f"No such {name}: '{params[name]}'", param=name,
+                                   code="resource_missing")
+                preds.append(lambda r, n=name, v=params[name]: r[n] == v)
+        seq = {r["id"]: i for i, r in enumerate(self._refunds)}
+        items = sorted((r for r in self._refunds if all(p(r) for p in preds)),
+                       key=lambda r: (r["created"], seq[r["id"]]), reverse=True)
+        page, has_more = _page(items, params, lambda r: (r["created"], seq[r["id"]]),
+                               self._refund_by_id, "refund")
+        return {"object": "list", "data": copy.deepcopy(page), "has_more": has_more,
+                "url": "/v1/refunds"}
+
+
+def _page(items: list, params: dict, key: Callable[[dict], Any], by_id: dict,
+          noun: str) -> tuple[list, bool]:
+    """One page of *items* (sorted newest first by *key*) as Stripe's list
+    parameters ask: ``limit``, ``starting_after`` or ``ending_before``."""
+    limit = int(params.get("limit", 10))
+    if limit < 1:
+        raise _invalid("This value must be greater than or equal to 1.", param="limit")
+    if limit > 100:
+        raise _invalid("This value must be less than or equal to 100.", param="limit")
+    if "starting_after" in params and "ending_before" in params:
+        raise _invalid("You may only specify one of these parameters: ending_before, "
+                       "starting_after.", param="ending_before", code="parameters_exclusive")
+    if "starting_after" not in params and "ending_before" not in params:
+        return items[:limit], len(items) > limit
+    which = "starting_after" if "starting_after" in params else "ending_before"
+    cursor = by_id.get(params[which])
+    if cursor is None:
+        raise _invalid(f"No such {noun}: '{params[which]}'", param=which, code="resource_missing")
+    ck = key(cursor)
+    if which == "starting_after":
+        rest = [x for x in items if key(x) < ck]
+        return rest[:limit], len(rest) > limit
+    rest = [x for x in items if key(x) > ck]
+    return rest[-limit:], len(rest) > limit
+
+
+def _money(amount: int, currency: str) -> str:
+    """An amount as Stripe's refund errors show it: "$6.00", "\u00a5500"."""
+    if currency in ZERO_DECIMAL:
+        major = f"{amount:,}"
+    elif currency in THREE_DECIMAL:
+        major = f"{amount / 1000:,.3f}"
+    else:
+        major = f"{amount / 100:,.2f}"
+    symbol = _SYMBOLS.get(currency)
+    return f"{symbol}{major}" if symbol else f"{currency.upper()} {major}"
+
 
 # Which method answers each route, by stripe-python's service and operation names.
 _HANDLERS: dict[tuple[str, str], Callable[..., dict]] = {
@@ -1312,6 +1507,9 @@ _HANDLERS: dict[tuple[str, str], Callable[..., dict]] = {
     ("PaymentIntentService", "capture"): FakeStripe._capture,
     ("PaymentIntentService", "retrieve"): FakeStripe._retrieve,
     ("PaymentIntentService", "list"): FakeStripe._list,
+    ("RefundService", "create"): FakeStripe._refund_create,
+    ("RefundService", "retrieve"): FakeStripe._refund_retrieve,
+    ("RefundService", "list"): FakeStripe._refund_list,
 }
 
 

@@ -1,9 +1,9 @@
 """What each answer Stripe gives means for a payment.
 
-Stripe's errors (``stripe.StripeError`` subclasses) and PaymentIntent
-statuses become :class:`kiosk.interfaces.Outcome` values here, following
+Stripe's errors (``stripe.StripeError`` subclasses), PaymentIntent and
+Refund statuses become :class:`kiosk.interfaces.Outcome` values here, following
 Stripe's docs on declines (``decline_code``, ``advice_code``), error handling
-and the PaymentIntent lifecycle.  docs/stripe.md has the whole table.  No I/O.
+the PaymentIntent lifecycle and refunds.  docs/stripe.md has the whole table.  No I/O.
 """
 from __future__ import annotations
 
@@ -144,3 +144,56 @@ def uncounted_decline(intent: dict, counted: str | None) -> Outcome | None:
     if declined is None or declined.kind == "declined":
         return declined
     return None if declined.attempt == counted else declined
+
+
+# -- refunds ---------------------------------------------------------------------
+
+# Stripe refusing a refund for what the sale allows (not for the shape of our request):
+# fully refunded already, more than is left, a disputed charge.  Final for that refund,
+# and the vendor's business, not a kiosk bug: never ``request_rejected``.
+REFUND_REFUSED_CODES = frozenset({
+    "charge_already_refunded", "amount_too_large", "charge_disputed", "refund_disputed_payment",
+})
+# Stripe answers some of those (no successful charge to refund...) with no code, naming the parameter
+REFUND_REFUSED_PARAMS = frozenset({"amount", "payment_intent", "charge"})
+
+
+def refund_refused(exc: stripe.InvalidRequestError, payment_intent: str | None) -> Outcome | None:
+    """A refund Stripe will not make for this sale, or None if the error is about our request."""
+    if (exc.http_status or 400) >= 500:
+        return None
+    error = error_body(exc)
+    code = error.get("code") or exc.code
+    if code not in REFUND_REFUSED_CODES and (code or error.get("param") not in REFUND_REFUSED_PARAMS):
+        return None
+    why = (error.get("message") or exc.user_message or "the refund was refused").splitlines()[0]
+    return Outcome("refused", payment_intent=payment_intent, decline_code=code,
+                   message=f"Stripe refused the refund: {why}")
+
+
+def from_refund(refund: dict, payment_intent: str | None) -> Outcome:
+    """A refund as Stripe holds it (``payment_intent``: the sale's, which the record keeps)."""
+    status, refund_id = refund.get("status"), refund.get("id")
+    if status == "succeeded":
+        return Outcome("succeeded", payment_intent=payment_intent, refund=refund_id, message="refunded")
+    if status == "pending":
+        # Stripe has taken it and owes it to the card: nothing more for the kiosk to send
+        reason = refund.get("pending_reason")
+        return Outcome("succeeded", payment_intent=payment_intent, refund=refund_id,
+                       message="refund accepted by Stripe, still pending with the card network"
+                               + (f" ({reason})" if reason else ""))
+    if status in ("failed", "canceled"):
+        reason = refund.get("failure_reason")
+        return Outcome("refused", payment_intent=payment_intent, refund=refund_id, decline_code=reason,
+                       message=f"the refund {status} at Stripe" + (f": {reason}" if reason else ""))
+    # requires_action (never for a card) or a status newer than this release: ask again later
+    return Outcome("retry", payment_intent=payment_intent, refund=refund_id,
+                   message=f"Stripe holds the refund as {status}")
+
+
+def refunds_not_permitted(exc: stripe.PermissionError) -> Outcome:
+    """403 on a refund: a restricted key without Refunds: Write.  The refund
+    waits for the permission; it must not stop the sales (auth_error would)."""
+    detail = (exc.user_message or "").splitlines()[0] if exc.user_message else ""
+    return Outcome("retry", message="the Stripe key may not make refunds: give it Refunds: Write"
+                                    + (f" ({detail})" if detail else ""))

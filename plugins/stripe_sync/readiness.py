@@ -18,7 +18,7 @@ CLOCK_TOLERANCE = 60        # seconds the kiosk's clock may differ from Stripe's
 
 
 # the only permission the kiosk's requests need (docs/stripe.md, "A restricted key")
-RESTRICTED_KEY_PERMISSIONS = "PaymentIntents: Write, everything else None"
+RESTRICTED_KEY_PERMISSIONS = "PaymentIntents: Write and Refunds: Write, everything else None"
 
 
 def _key_line(key: str) -> Readiness:
