@@ -30,7 +30,7 @@ MIRROR_LABEL=KIOSKMIRROR MIRROR_MIB=64
 PACKAGES="systemd systemd-sysv systemd-timesyncd udev dbus kmod iproute2 iputils-ping
  ca-certificates tzdata python3 python3-venv network-manager bluez openssh-server
  e2fsprogs dosfstools fdisk fonts-dejavu-core libgbm1 libegl1 libdrm2
- linux-image-arm64 initramfs-tools zstd"
+ linux-image-arm64 initramfs-tools zstd libusb-1.0-0"
 PACKAGES_RPI="raspi-firmware firmware-brcm80211 bluez-firmware wireless-regdb
  libgl1-mesa-dri libgles2 fonts-noto-cjk nano less"
 # (no fake-hwclock: it saves to the read-only root; systemd-timesyncd keeps the clock on /data)

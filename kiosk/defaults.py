@@ -27,6 +27,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("status_light", "kiosk_builtins.status_light"),
     ("touchscreen", "kiosk_builtins.touchscreen"),
     ("power", "kiosk_builtins.power"),
+    ("receipt_printer", "kiosk_builtins.receipt_printer"),
 )
 
 

@@ -7,7 +7,8 @@ registered first, from ``kiosk.defaults.DEFAULT_PLUGINS``, and use nothing a
 third-party plugin cannot: everything a plugin may import is in ``kiosk``.  A plugin's *kind* follows from the hooks
 it implements: ``kiosk_open_reader`` makes it a reader, ``kiosk_open_storage`` a
 storage, ``kiosk_open_sync`` a sync, ``kiosk_notify`` a notifier,
-``kiosk_open_display`` a display and ``kiosk_offline_limits`` a limits policy.  ``config.toml`` names which plugin serves each
+``kiosk_open_display`` a display, ``kiosk_offline_limits`` a limits policy and
+``kiosk_print_receipt`` a receipt printer.  ``config.toml`` names which plugin serves each
 kind (``[reader] use = "simulated"``); the ``kiosk_open_*`` hooks are called on
 that plugin alone.
 
@@ -245,4 +246,38 @@ def kiosk_commands():
     Called on every plugin when ``kiosk`` is run with a command the core does
     not have, or ``--help``.  A name the core or another plugin already has
     is refused with a one-line error.  All results are merged.
+    """
+
+
+# -- receipts ------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def kiosk_print_receipt(receipt, automatic):
+    """Print one receipt on this plugin's printer.
+
+    :param receipt: a :class:`kiosk.Receipt` -- what to print: ``rows()`` top
+        to bottom, or ``text_lines(width)`` laid out in character cells; the
+        card is brand and last 4 only.
+    :param automatic: ``True`` when the kiosk prints it unasked, after an
+        approved sale or a refund; ``False`` when the vendor asked
+        (``kiosk receipt``, the Payments screen).
+    :returns: the printer's name (one line) once printed, or ``None`` when
+        this plugin has no printer set up, or does not print unasked.
+    Raise to say printing failed (``str()`` of the exception is told to the
+    vendor in one line).  Called on the kiosk's receipt thread -- never the
+    sale's, and only after the sale's result is out -- one receipt at a
+    time; a slow or hung printer delays only other receipts.
+    Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def kiosk_receipt_printer():
+    """Name the receipt printer this plugin prints on.
+
+    :returns: one line (``"network:192.168.1.50:9100"``), or ``None`` when
+        this plugin has no printer set up.
+    Called by ``KioskView.receipt_printer_ready()`` (a screen deciding whether
+    to offer "Reprint"): answer from settings -- no hardware waits.
+    Stops at first non-None result.
     """

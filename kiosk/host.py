@@ -39,6 +39,7 @@ KIND_HOOKS = {
     "kiosk_notify": "notifier",
     "kiosk_open_display": "display",
     "kiosk_offline_limits": "limits",
+    "kiosk_print_receipt": "printer",
 }
 # Kinds the kiosk cannot sell without: when config names one that is broken, stop.
 ESSENTIAL_KINDS = ("reader", "storage", "sync")
