@@ -18,6 +18,7 @@ import platformdirs
 from .card_numbers import refuse_card_number
 from .local_time import zone_problem
 from .money import MoneyError, currency_code
+from .quick_items import CatalogError, check_catalog, check_tips
 
 OFFLINE_BEHAVIORS = ("prefer_online", "require_online", "force_offline")
 MAX_NUMBER = 1e9    # no setting needs more; also keeps out inf and nan
@@ -57,6 +58,12 @@ CORE_SETTINGS: dict[str, dict[str, Setting]] = {
                                            "behind what the kiosk can prove, before it is not trusted"),
         "timezone": Setting(str, "", "Time zone of the vendor's days and the times shown (an IANA name like "
                             "Europe/Paris; empty: the system's)", check=zone_problem),
+        "tips": Setting(list, [], "Tip choices offered after the amount, in percent (at most 4, each 1 to 100; "
+                        "empty: no tip asked)", item_type=int),
+    },
+    "catalog": {
+        "items": Setting(list, [], "Quick items ([[catalog.items]]: name, price in the currency's units, "
+                         "optional currency, default [kiosk] currency)", item_type=dict),
     },
     "storage": {
         "use": Setting(str, "tinydb", "Storage plugin"),
@@ -297,3 +304,8 @@ def _check_core(config: Config) -> None:
     if any(not 0 < h < 24 for h in hours):
         raise ConfigError("config [kiosk] reminder_hours must be between 0 and 24 hours")
     kiosk["reminder_hours"] = sorted(hours)
+    try:
+        kiosk["tips"] = check_tips(kiosk["tips"])
+        config.values["catalog"]["items"] = check_catalog(config.values["catalog"]["items"], kiosk["currency"])
+    except CatalogError as exc:
+        raise ConfigError(f"config {exc}") from None
