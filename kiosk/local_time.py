@@ -1,8 +1,9 @@
 """The kiosk's time zone: which day a payment falls on, and the times a vendor reads.
 
 Payments are stored in UTC (``created_at``); only what a vendor reads (the
-day's report, its CSV, the queue) is shown in ``[kiosk] timezone``, or the
-system's zone when that is empty.  A day's bounds are the zone's own
+day's report, its CSV, the queue, status, notices, the screen) is shown in
+``[kiosk] timezone``, or the system's zone when that is empty:
+:func:`shown_time` for text, :func:`short_time` for a small screen.  A day's bounds are the zone's own
 midnights, so a 23- or 25-hour day (daylight saving) is still one day.
 This module never changes a stored time, and never reads the clock itself.
 """
@@ -71,3 +72,23 @@ def local(stored: str | None, zone: tzinfo) -> str:
     """A stored time as the vendor reads it: ``2026-12-05T23:59:30+09:00``."""
     moment = parse_iso(stored)
     return "" if moment is None else moment.astimezone(zone).isoformat(timespec="seconds")
+
+
+def shown_time(stored: str | datetime | None, zone: tzinfo) -> str:
+    """A time as the vendor reads it in text, with the zone: ``2026-12-06 14:03 JST``
+    ("" when there is none).  Daylight saving shows as the zone's own name (EST, EDT)."""
+    moment = parse_iso(stored) if isinstance(stored, str) or stored is None else stored
+    if moment is None:
+        return ""
+    here = moment.astimezone(zone)
+    return f"{here:%Y-%m-%d %H:%M} {here.tzname() or zone_name(zone)}"
+
+
+def short_time(stored: str | datetime | None, zone: tzinfo, now: datetime) -> str:
+    """A time on a small screen: ``14:03`` on the kiosk's today, else ``12/05 14:03``
+    ("" when there is none); ``now`` is the kiosk's clock (UTC)."""
+    moment = parse_iso(stored) if isinstance(stored, str) or stored is None else stored
+    if moment is None:
+        return ""
+    here = moment.astimezone(zone)
+    return f"{here:%H:%M}" if here.date() == now.astimezone(zone).date() else f"{here:%m/%d %H:%M}"

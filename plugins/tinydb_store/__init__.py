@@ -376,9 +376,11 @@ class TinyDBStore:
             payments = [Payment.from_record(doc) for doc in self.live_payments.all()]
         return sorted(payments, key=lambda p: p.created_at)
 
-    def settled(self, limit: int | None = None, since: str | None = None) -> Iterator[Payment]:
-        """The newest sale first, read a page at a time; ``since``: taken at or after (ISO 8601)."""
-        return self.history.newest(limit, since)
+    def settled(self, limit: int | None = None, since: str | None = None,
+                until: str | None = None) -> Iterator[Payment]:
+        """The newest sale first, read a page at a time; ``since``: taken at or
+        after, ``until``: taken before (ISO 8601 UTC)."""
+        return self.history.newest(limit, since, until)
 
     def settled_count(self) -> int:
         return self.history.count()

@@ -251,10 +251,12 @@ class History:
         with self.lock:
             return self._counted()
 
-    def newest(self, limit: int | None = None, since: str | None = None) -> Iterator[Payment]:
+    def newest(self, limit: int | None = None, since: str | None = None,
+               until: str | None = None) -> Iterator[Payment]:
         """Settled payments, the newest sale first, a page of rows at a time
         along the ``created_at`` index: memory and each step's time do not
-        grow with history.  ``since``: taken at or after (ISO 8601 UTC)."""
+        grow with history.  ``since``: taken at or after, ``until``: taken
+        before (ISO 8601 UTC) -- a day a year back reads that day's rows only."""
         left = limit
         after: tuple | None = None          # (created_at, seq) of the last row handed out
         while left is None or left > 0:
@@ -263,6 +265,9 @@ class History:
             if since:
                 where.append("created_at >= ?")
                 args.append(since)
+            if until:
+                where.append("created_at < ?")
+                args.append(until)
             if after is not None:
                 where.append("created_at <= ? AND NOT (created_at = ? AND seq >= ?)")
                 args += [after[0], after[0], after[1]]
