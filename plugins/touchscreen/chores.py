@@ -3,7 +3,9 @@ writes "followed up" for the touchscreen.
 
 Its one job is to do, off the UI thread, what may wait on the disk: read the
 snapshot the status bar, Payments and Sync show (and the payments that need
-attention), and record "followed up" durably before the screen says so.  It
+attention), record "followed up" durably before the screen says so, and
+read one payment's detail and the day's totals, and void, refund or reprint
+for the vendor (the kiosk makes each durable before it returns).  It
 talks back only through ``post(kind, payload)``, the display's inbox, which
 the UI thread drains.
 
@@ -19,9 +21,9 @@ import threading
 import time
 from typing import Callable
 
-from kiosk import parse_iso
+from kiosk import SUCCEEDED, parse_iso, shown_time
 
-from .state import Snapshot
+from .state import Detail, Snapshot
 
 log = logging.getLogger("kiosk.touchscreen")
 
@@ -46,6 +48,7 @@ class Chores(threading.Thread):
         self._attention = False
         self._last = 0.0
         self.requested = 0
+        self.day_asked, self._day_queued = 0, False      # Today's reads (read_day)
 
     def run(self) -> None:
         while True:
@@ -108,6 +111,51 @@ class Chores(threading.Thread):
         self.post("followed", (payment_id, error))
         self.refresh(attention=True)
 
+    # -- one payment (void, refund, reprint) and the day's totals, for money_actions.py --------
+
+    def read_detail(self, payment_id: str) -> None:
+        """Read one payment for its detail screen; the UI hears ``("detail",
+        (payment_id, Detail or None))`` (None: no such payment, or the read failed)."""
+        self.submit(lambda: self.post("detail", (payment_id, _guarded(read_detail, self.kiosk, payment_id))))
+
+    def read_day(self) -> int:
+        """Read today's totals soon (a burst makes one read); the UI hears
+        ``("day", (seq, report or None))``.  Returns the seq that read will carry."""
+        with self._lock:
+            self.day_asked += 1
+            if self._day_queued:
+                return self.day_asked
+            self._day_queued = True
+        self.submit(self._read_day)
+        return self.day_asked
+
+    def _read_day(self) -> None:
+        with self._lock:
+            self._day_queued = False
+            seq = self.day_asked
+        self.post("day", (seq, _guarded(self.kiosk.day_report)))
+
+    def money(self, action: str, payment_id: str, amount: int | None = None) -> None:
+        """Void, refund or reprint on this thread; the UI hears ``("money",
+        (action, payment_id, outcome))``: a RefundResult (void, refund), None
+        or one line why not (print), or the exception that stopped it."""
+        self.submit(lambda: self._money(action, payment_id, amount))
+
+    def _money(self, action: str, payment_id: str, amount: int | None) -> None:
+        try:
+            if action == "void":
+                outcome = self.kiosk.void(payment_id)
+            elif action == "refund":
+                outcome = self.kiosk.refund(payment_id, amount)
+            else:
+                outcome = self.kiosk.print_receipt(payment_id)
+        except Exception as exc:      # a broken store, sync plugin or printer never takes the screen down
+            log.exception("touchscreen: %s of %s failed", action, payment_id)
+            outcome = exc
+        self.post("money", (action, payment_id, outcome))
+        self.refresh(attention=True)
+        self.read_detail(payment_id)
+
 
 def read_snapshot(kiosk) -> Snapshot:
     """Everything the status bar, Payments and Sync show, in one read (never on the UI thread)."""
@@ -125,3 +173,29 @@ def read_snapshot(kiosk) -> Snapshot:
         readiness=kiosk.last_readiness,
         clock=status.get("clock"),
     )
+
+
+def read_detail(kiosk, payment_id: str) -> Detail | None:
+    """One payment as its detail screen shows it (never on the UI thread);
+    None when the store has no such payment."""
+    payment = kiosk.store.get(payment_id)
+    if payment is None:
+        return None
+    detail = Detail(payment, when=shown_time(payment.created_at, kiosk.zone))
+    if payment.is_refund:
+        detail.sale = kiosk.store.get(payment.refund_of)
+    else:
+        detail.refunds = [r for r in map(kiosk.store.get, payment.refunds) if r is not None]
+        if payment.state == SUCCEEDED:
+            detail.refundable = _guarded(kiosk.refundable, payment_id) or 0
+    detail.printer_ready = bool(_guarded(kiosk.receipt_printer_ready))
+    return detail
+
+
+def _guarded(read, *args):
+    """``read(*args)``, or None (logged) when it fails: a screen shows what it can."""
+    try:
+        return read(*args)
+    except Exception:
+        log.exception("touchscreen: %s failed", getattr(read, "__name__", read))
+        return None

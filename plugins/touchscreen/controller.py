@@ -26,8 +26,10 @@ from typing import Callable
 from kiosk import (CANCELLED, FAILED, FORWARDING, PENDING, REFUSED, SUCCEEDED, UNCONFIRMED, MoneyError,
                    SaleResult, check_amount, check_contact, contains_card_number, format_amount, minimum_charge)
 
+from .cart_actions import CartActions, quick_items
 from .catalog import Catalog
 from .keypad import type_contact
+from .money_actions import MoneyActions
 from .state import Alert, Sale, UiState
 
 log = logging.getLogger("kiosk.touchscreen")
@@ -58,20 +60,30 @@ class SaleController:
         self.attention_seq = -1                 # which refresh the attention list answers
         self.closed = False
         self.sale_thread: threading.Thread | None = None
+        self.money = MoneyActions(ui, catalog, chores, self._toast)     # one payment: void, refund, reprint; Today
+        ui.quick_items = quick_items(kiosk.config, ui.entry.currency)
+        ui.tips = list(kiosk.config["kiosk"].get("tips") or ())
+        self.cart = CartActions(ui, catalog, self._start_sale)     # quick items, cart, tip, receipt e-mail
 
     # -- what each button does ---------------------------------------------------------
 
     def act(self, name: str) -> None:
         """Do what the button ``name`` does."""
         ui, t = self.ui, self.catalog
-        if name.startswith("key_"):
+        if self.money.act(name):
+            pass
+        elif self.cart.act(name):
+            pass
+        elif name.startswith("key_"):
             ui.entry.press(name[4:])
             ui.sale_error = ""
         elif name == "clear":
+            if ui.entry.empty:
+                ui.cart.clear()     # a second Clear empties the cart
             ui.entry.clear()
             ui.sale_error = ""
         elif name == "charge":
-            self._start_sale()
+            self._charge()
         elif name == "cancel_sale" and ui.sale is not None:
             ui.sale.cancel.set()
         elif name == "contact":
@@ -82,6 +94,8 @@ class SaleController:
             ui.contact, ui.contact_error = type_contact(ui.contact, name[8:]), ""
         elif name == "contact_mode":
             ui.contact_mode = "email" if ui.contact_mode == "phone" else "phone"
+        elif name == "contact_done" and ui.contact_for == "receipt":
+            self.cart.receipt_done()
         elif name == "contact_done":
             if self._contact_ok():
                 ui.screen = "confirm_offline"
@@ -127,7 +141,8 @@ class SaleController:
         return False
 
     def _page_size(self, screen: str) -> int:
-        row_name = {"payments": "payment_row", "attention": "attention_row"}.get(screen)
+        row_name = {"payments": "payment_row", "attention": "attention_row", "items": "quick_item",
+                    "cart": "cart_line"}.get(screen)
         return max(1, self.rows_shown(row_name))
 
     def _contact_ok(self) -> bool:
@@ -153,28 +168,41 @@ class SaleController:
 
     # -- a sale ----------------------------------------------------------------------
 
-    def _start_sale(self) -> None:
-        ui = self.ui
-        if ui.sale is not None:
-            return
-        amount, currency = ui.entry.minor, ui.entry.currency
+    def _charge(self) -> None:
+        """Charge: the goods total checked, then the tip screen or the card."""
+        amount, items = self.cart.goods()
+        if self._amount_ok(amount) and not self.cart.charge():
+            self._start_sale(amount, items, 0, self.ui.receipt_email or None)
+
+    def _amount_ok(self, amount: int) -> bool:
+        ui, currency = self.ui, self.ui.entry.currency
         try:
             check_amount(amount, currency)
+            return True
         except MoneyError:
             low = minimum_charge(currency)
             ui.sale_error = (self.catalog("below_minimum", amount=format_amount(low, currency, self.catalog.locale))
                              if amount < low else self.catalog("too_large"))
+            ui.screen = "sale"
+            return False
+
+    def _start_sale(self, amount: int, items: list | None = None, tip: int = 0,
+                    receipt_email: str | None = None) -> None:
+        ui = self.ui
+        if ui.sale is not None or not self._amount_ok(amount):
             return
-        sale = Sale(amount, currency)
+        currency = ui.entry.currency
+        sale = Sale(amount, currency, items=items, tip=tip, receipt_email=receipt_email)
         ui.sale, ui.screen, ui.contact, ui.contact_mode = sale, "present_card", "", "phone"
         self.sale_thread = threading.Thread(target=self._sell, args=(sale,), name="touchscreen-sale", daemon=True)
         self.sale_thread.start()
 
     def _sell(self, sale: Sale) -> None:
         """On the sale thread: the whole sale, as the engine runs it."""
+        extras = {"items": sale.items, "tip": sale.tip, "receipt_email": sale.receipt_email}
         try:
             result = self.kiosk.take_sale(sale.amount, sale.currency, confirm=lambda offer: self._confirm(sale, offer),
-                                          cancel=sale.cancel)
+                                          cancel=sale.cancel, **{k: v for k, v in extras.items() if v})
         except (MoneyError, ValueError) as exc:
             result = SaleResult(REFUSED, str(exc))
         except Exception as exc:      # an engine, plugin or storage failure: say so, keep the screen alive
@@ -217,9 +245,10 @@ class SaleController:
             ui.screen = "sale"
             self._toast(self.catalog("toast_cancelled" if sale.cancel.is_set() else "toast_not_confirmed"))
             return
-        ui.result, ui.result_amount, ui.screen = result, (sale.amount, sale.currency), "result"
+        ui.result, ui.result_amount, ui.screen = result, (sale.amount + sale.tip, sale.currency), "result"
         if result.ok or result.status == "unconfirmed":   # never leave it ready to charge again
             ui.entry.clear()
+            self.cart.sold()
         self.chores.refresh(attention=result.payment is not None and result.payment.state == FAILED)
 
     # -- what other threads sent (applied on the UI thread) ------------------------------
@@ -227,6 +256,8 @@ class SaleController:
     def receive(self, kind: str, payload) -> None:
         """Apply one thing another thread posted."""
         ui = self.ui
+        if self.money.receive(kind, payload):      # a payment's detail, a void/refund/reprint, Today
+            return
         if kind == "snapshot":
             ui.snapshot = payload
         elif kind == "attention":
@@ -234,7 +265,8 @@ class SaleController:
             ui.following &= {p.id for p in ui.attention}
         elif kind == "confirm":
             if payload is ui.sale:
-                ui.screen, ui.contact = "confirm_offline", payload.offer.customer or ""
+                ui.screen, ui.contact = "confirm_offline", payload.offer.customer or payload.receipt_email or ""
+                ui.contact_for, ui.contact_back = "customer", "confirm_offline"
         elif kind == "result":
             self._finish_sale(*payload)
         elif kind == "payment":
@@ -264,6 +296,7 @@ class SaleController:
             reason = t.decline(payment.decline_code, payment.message)
             ui.alerts.append(Alert("declined", t("failure_one", what=f"{what} — {reason}"), payment.id))
         self.chores.refresh(attention=payment.state == FAILED)
+        self.money.payment_changed(payment)
 
     def _notice(self, notice) -> None:
         if notice.kind == "reader":

@@ -324,7 +324,7 @@ class TouchscreenDisplay:
 
     def context(self) -> Context:
         return Context(self.catalog, self.currency, self.kiosk.config["kiosk"]["reminder_hours"], self.font_note,
-                       self._online, now=self.kiosk.clock())
+                       self._online, now=self.kiosk.clock(), zone=self.kiosk.zone)
 
     def _draw(self) -> None:
         started = time.perf_counter()

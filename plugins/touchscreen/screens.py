@@ -8,14 +8,15 @@ store reads, no I/O: building a frame is pure and cheap.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 
 from kiosk import (APPROVED, APPROVED_OFFLINE, DECLINED, REFUSED, UNCONFIRMED, WINDOW_HOURS,
-                   format_amount, parse_iso)
+                   format_amount, short_time)
 
+from .cart_actions import sale_goods, tip_choices
 from .catalog import Catalog
 from .keypad import EMAIL_ROWS, PHONE_ROWS
-from .layout import Box, Geometry, column, grid, row
+from .layout import MIN_TARGET, Box, Geometry, column, grid, row
 from .state import MAIN_SCREENS, UiState
 
 # Colours: dark text on light panels reads best in sunlight; state is never colour alone.
@@ -43,7 +44,7 @@ BANNER = {1: (255, 224, 130), 2: (255, 167, 38), 3: (198, 40, 40), "alert": (198
 RESULT = {APPROVED: (27, 122, 52), APPROVED_OFFLINE: (0, 121, 107), DECLINED: (190, 36, 30),
           REFUSED: (214, 84, 0), UNCONFIRMED: (176, 112, 0)}
 STATE_COLOUR = {"pending": (176, 112, 0), "forwarding": (25, 90, 180), "succeeded": (27, 122, 52),
-                "failed": (190, 36, 30)}
+                "failed": (190, 36, 30), "voided": (88, 96, 105)}
 
 
 @dataclass
@@ -106,13 +107,14 @@ class Context:
     """What a frame is built from, besides the UI state."""
 
     def __init__(self, catalog: Catalog, currency: str, reminder_hours: list, font_note: bool,
-                 online: bool | None, now: datetime | None = None):
+                 online: bool | None, now: datetime | None = None, zone: tzinfo | None = None):
         self.t = catalog
         self.currency = currency
         self.reminder_hours = sorted(reminder_hours)
         self.font_note = font_note
         self.online = online
         self.now = now or datetime.now(timezone.utc)
+        self.zone = zone or datetime.now().astimezone().tzinfo      # the kiosk's (KioskView.zone)
 
     def money(self, amount: int, currency: str | None = None) -> str:
         return format_amount(amount, currency or self.currency, self.t.locale)
@@ -121,11 +123,8 @@ class Context:
         return f"{payment.card.brand} •••• {payment.card.last4}"
 
     def when(self, iso_text: str | None) -> str:
-        moment = parse_iso(iso_text)
-        if moment is None:
-            return self.t("never")
-        local, today = moment.astimezone(), self.now.astimezone()
-        return local.strftime("%H:%M") if local.date() == today.date() else local.strftime("%m/%d %H:%M")
+        """A stored time in the kiosk's zone: "14:03" today, "12/05 14:03" another day."""
+        return short_time(iso_text, self.zone, self.now) or self.t("never")
 
 
 # -- the frame around every screen ---------------------------------------------------
@@ -226,7 +225,7 @@ def status_bar(scene: Scene, ui: UiState, ctx: Context) -> None:
     if total and done < total:
         parts.append(t("sending", done=done, total=total))
     scene.text(middle, " · ".join(parts), name="status_pending", colour=WHITE, role="body", align="left")
-    scene.text(clock, ctx.now.astimezone().strftime("%H:%M"), name="status_clock", colour=WHITE, role="body",
+    scene.text(clock, short_time(ctx.now, ctx.zone, ctx.now), name="status_clock", colour=WHITE, role="body",
                align="right")
 
 
@@ -252,7 +251,7 @@ def nav_bar(scene: Scene, ui: UiState, ctx: Context) -> None:
     scene.add("fill", geo.nav, name="nav_bar", fill=NAV)
     inner = Box(geo.gap, geo.nav.y + geo.gap // 2, geo.width - 2 * geo.gap, geo.u)
     count = len(ui.attention or [])
-    labels = [("sale", t("nav_sale")), ("payments", t("nav_payments")),
+    labels = [("sale", t("nav_sale")), ("payments", t("nav_payments")), ("today", t("nav_today")),
               ("attention", t("nav_attention_n", n=count) if count else t("nav_attention")),
               ("sync", t("nav_sync"))]
     for box, (screen, label) in zip(row(inner, [(0, 1)] * len(labels), geo.gap), labels):
@@ -278,31 +277,175 @@ def sale_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
     geo, t = scene.geometry, ctx.t
     u, gap, c = geo.u, geo.gap, geo.content
     info_h = geo.text["small"] + 10
+    items = ui.quick_items
+    wide = bool(items) and c.w >= 13 * u        # room for quick items, the amount and the keypad side by side
+    items_box = toggle = receipt_row = None
     if geo.portrait:
-        amount_box, info, pad, charge = column(c, [(u, 16), (info_h, 4), (4 * u, 60), (u, 16)], gap)
+        parts = column(c, [(u, 16), (info_h, 4), (u, 0)] + ([(2 * u, 40)] if items else []) + [(4 * u, 60), (u, 16)],
+                       gap)
+        amount_box, info, extras, pad, charge = parts[:3] + parts[-2:]
+        items_box = parts[3] if items else None
     else:
-        left, pad = row(c, [(0, 46), (0, 54)], gap)
-        amount_box, info, charge = column(left, [(u, 40), (info_h, 16), (u, 40)], gap)
+        if wide:        # the cart and the receipt on rows of their own if they fit: the middle column is narrow
+            items_box, left, pad = row(c, [(0, 42), (0, 26), (0, 32)], gap)
+            if left.h >= 4 * (u + gap) + info_h:
+                amount_box, info, extras, receipt_row, charge = column(
+                    left, [(u, 30), (info_h, 20), (u, 0), (u, 0), (u, 40)], gap)
+            else:
+                amount_box, info, extras, charge = column(left, [(u, 40), (info_h, 16), (u, 10), (u, 40)], gap)
+        else:
+            left, pad = row(c, [(0, 46), (0, 54)], gap)
+            if items and ui.pad == "items":           # narrow: the quick items take the keypad's place
+                items_box, pad = pad, None
+            amount_box, info, extras, bottom = column(left, [(u, 40), (info_h, 16), (u, 10), (u, 40)], gap)
+            toggle, charge = row(bottom, [(int(u * 1.7), 0), (0, 1)], gap) if items else (None, bottom)
     amount_text, clear = row(amount_box, [(0, 1), (int(u * 1.7), 0)], gap)
     scene.add("fill", amount_text, name="amount_panel", fill=PANEL, border=KEY_BORDER)
-    entry = ui.entry
-    scene.text(amount_text.inset(gap), ctx.money(entry.minor, entry.currency), name="amount", role="huge",
+    entry, cart = ui.entry, ui.cart
+    in_cart = len(cart) if cart is not None else 0
+    goods, _ = sale_goods(ui, "")
+    shown = entry.minor if not entry.empty or not in_cart else goods     # what is typed, else the cart's total
+    scene.text(amount_text.inset(gap), ctx.money(shown, entry.currency), name="amount", role="huge",
                bold=True, align="right")
-    scene.button(clear, "clear", t("clear"), style="light", enabled=not entry.empty)
+    scene.button(clear, "clear", t("clear"), style="light", enabled=not entry.empty or bool(in_cart))
     if ui.sale_error:
-        scene.text(info, ui.sale_error, name="sale_error", colour=DANGER, role="small", bold=True)
+        scene.text(info, ui.sale_error, name="sale_error", colour=DANGER, role="small", bold=True, lines=2)
+    elif in_cart and not entry.empty:
+        scene.text(info, t("typed_line", amount=ctx.money(entry.minor, entry.currency)), name="sale_hint",
+                   colour=MUTED, role="small", lines=2)
     else:
-        scene.text(info, t("take_card_hint"), name="sale_hint", colour=MUTED, role="small")
-    keys = entry.keys()
-    for i, line in enumerate(grid(pad, 4, 3, gap)):
-        for j, box in enumerate(line):
-            key = keys[i * 3 + j]
-            if key == "back":
-                scene.button(box, "key_back", style="key", icon="back")
-            else:
-                scene.button(box, f"key_{key}", key, style="key", role="large")
-    label = t("charge", amount=ctx.money(entry.minor, entry.currency)) if not entry.empty else t("enter_amount")
-    scene.button(charge, "charge", label, style="charge", enabled=not entry.empty, role="large")
+        scene.text(info, t("items_hint" if items else "take_card_hint"), name="sale_hint", colour=MUTED,
+                   role="small", lines=2)
+    receipt_box = extras
+    if items:
+        cart_box, receipt_box = (extras, receipt_row) if receipt_row else row(extras, [(0, 55), (0, 45)], gap)
+        label = t("cart_summary", n=in_cart, total=ctx.money(cart.total, entry.currency)) if in_cart \
+            else t("cart_empty")
+        scene.button(cart_box, "open_cart", label, style="light", enabled=bool(in_cart))
+    scene.button(receipt_box, "receipt", ui.receipt_email or t("receipt_email"), style="light",
+                 bold=bool(ui.receipt_email))
+    if toggle is not None:
+        scene.button(toggle, "pad_keypad" if ui.pad == "items" else "pad_items",
+                     t("pad_keypad") if ui.pad == "items" else t("pad_items"), style="primary")
+    if items_box is not None:
+        quick_items_grid(scene, items_box, ui, ctx)
+    if pad is not None:
+        keys = entry.keys()
+        for i, line in enumerate(grid(pad, 4, 3, gap)):
+            for j, box in enumerate(line):
+                key = keys[i * 3 + j]
+                if key == "back":
+                    scene.button(box, "key_back", style="key", icon="back")
+                else:
+                    scene.button(box, f"key_{key}", key, style="key", role="large")
+    label = t("charge", amount=ctx.money(goods, entry.currency)) if goods else t("enter_amount")
+    scene.button(charge, "charge", label, style="charge", enabled=bool(goods), role="large")
+
+
+def quick_items_grid(scene: Scene, box: Box, ui: UiState, ctx: Context) -> None:
+    """The quick items as buttons (name, price, how many in the cart), a page at a time."""
+    geo = scene.geometry
+    u, gap = geo.u, geo.gap
+    items = ui.quick_items
+    cell_w, cell_h = int(u * 1.8), u
+
+    def fits(area: Box) -> tuple[int, int]:
+        return max(1, (area.w + gap) // (cell_w + gap)), max(1, (area.h + gap) // (cell_h + gap))
+
+    cols, rows = fits(box)
+    pager = None
+    if len(items) > cols * rows:                # more than one page: up/down under them
+        box, pager = column(box, [(0, 1), (u, 0)], gap)
+        cols, rows = fits(box)
+    rows = min(rows, max(3, -(-len(items) // cols)))      # a few items: taller buttons, not empty rows
+    page = cols * rows
+    offset = clamp_scroll(ui, "items", page, len(items))
+    counts = {line.item.name: line.quantity for line in ui.cart.lines()} if ui.cart is not None else {}
+    cells = [cell for line in grid(box, rows, cols, gap) for cell in line]
+    for index, (cell, item) in enumerate(zip(cells, items[offset:offset + page]), start=offset):
+        count = counts.get(item.name, 0)
+        scene.button(cell, f"item:{index}", style="primary" if count else "light")
+        ink = WHITE if count else INK
+        name_box, price_box = column(cell.inset(max(4, gap // 2), 2), [(0, 55), (0, 45)], 0)
+        scene.text(name_box, item.name, name="quick_item", colour=ink, bold=True, role="body")
+        price = ctx.money(item.price, item.currency)
+        scene.text(price_box, f"{price}  × {count}" if count else price, name="quick_item_price", colour=ink,
+                   role="small")
+    if pager is not None:
+        up, down = row(pager, [(0, 1), (0, 1)], gap)
+        scene.button(up, "items_up", style="light", icon="up", enabled=offset > 0)
+        scene.button(down, "items_down", style="light", icon="down", enabled=offset + page < len(items))
+
+
+def cart_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
+    """The cart's lines: quantity with - and +, remove, each line's total and the sale's."""
+    geo, t = scene.geometry, ctx.t
+    u, gap = geo.u, geo.gap
+    header, body, bottom = column(geo.content, [(geo.text["body"] + 10, 0), (0, 1), (int(u * 1.2), 0)], gap)
+    goods, _ = sale_goods(ui, "")
+    currency = ui.entry.currency
+    title, total = row(header, [(0, 62), (0, 38)], gap)
+    if ui.sale_error:
+        scene.text(title, ui.sale_error, name="sale_error", role="small", bold=True, align="left", colour=DANGER,
+                   lines=2)
+    else:
+        scene.text(title, t("cart_title"), role="body", bold=True, align="left")
+    scene.text(total, t("cart_total", total=ctx.money(goods, currency)), name="cart_total", role="body",
+               bold=True, align="right")
+    listing, side = row(body, [(0, 1), (int(u * 1.3), 0)], gap)
+    lines = ui.cart.lines() if ui.cart is not None else []
+    if not ui.entry.empty:              # the typed amount, a line of its own (changed on the keypad)
+        lines = lines + [None]
+    row_h = u + gap
+    page = max(1, (listing.h + gap) // row_h)
+    offset = clamp_scroll(ui, "cart", page, len(lines))
+    for i, line in enumerate(lines[offset:offset + page]):
+        index = offset + i
+        box = Box(listing.x, listing.y + i * row_h, listing.w, u)
+        scene.add("fill", box, name="cart_line", fill=PANEL if i % 2 == 0 else BACKGROUND)
+        name_box, total_box, minus, quantity, plus, remove = row(
+            box, [(0, 62), (0, 38), (u, 0), (int(u * 0.9), 0), (u, 0), (u, 0)], gap)
+        if line is None:
+            scene.text(name_box.inset(gap // 2, 0), t("custom_item"), align="left", name="cart_line_name")
+            scene.text(total_box, ctx.money(ui.entry.minor, currency), align="right", bold=True)
+            continue
+        scene.text(name_box.inset(gap // 2, 0), line.item.name, align="left", name="cart_line_name")
+        scene.text(total_box, ctx.money(line.total, currency), align="right", bold=True, name="cart_line_total")
+        scene.button(minus, f"line_minus:{index}", "−", style="key", role="large")
+        scene.text(quantity, str(line.quantity), name="cart_line_quantity", role="large", bold=True)
+        scene.button(plus, f"line_plus:{index}", "+", style="key", role="large")
+        scene.button(remove, f"line_remove:{index}", "×", style="danger", role="large")
+    _page_buttons(scene, side, "cart", offset, page, len(lines))
+    back, charge = row(bottom, [(0, 35), (0, 65)], gap)
+    scene.button(back, "cart_back", t("sale_back"), style="light", role="large")
+    scene.button(charge, "charge", t("charge", amount=ctx.money(goods, currency)), style="charge",
+                 enabled=bool(goods), role="large")
+
+
+def tip_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
+    """After Charge: no tip, or one of ``[kiosk] tips`` with what it comes to."""
+    geo, t = scene.geometry, ctx.t
+    u, gap = geo.u, geo.gap
+    title, amount_box, options, _, bottom = column(
+        geo.content, [(geo.text["title"] + 8, 10), (u, 20), (int(u * 1.6), 40), (0, 4), (int(u * 1.2), 0)], gap)
+    goods, _ = sale_goods(ui, "")
+    currency = ui.entry.currency
+    scene.text(title, t("tip_title"), name="tip_title", role="title", bold=True)
+    scene.text(amount_box, ctx.money(goods, currency), name="amount", role="huge", bold=True)
+    choices = [(0, 0)] + tip_choices(ui, goods)
+    per_row = len(choices) if options.w // len(choices) >= int(u * 1.8) else (len(choices) + 1) // 2
+    lines = -(-len(choices) // per_row)
+    cells = [cell for line in grid(options, lines, per_row, gap) for cell in line]
+    for cell, (percent, tip) in zip(cells, choices):
+        scene.button(cell, f"tip:{percent}", style="primary" if percent else "light")
+        ink = WHITE if percent else INK
+        top, below = column(cell.inset(max(4, gap // 2), 2), [(0, 55), (0, 45)], 0)
+        scene.text(top, f"{percent}%" if percent else t("no_tip"), name="tip_choice", colour=ink, bold=True,
+                   role="large")
+        scene.text(below, f"+{ctx.money(tip, currency)}" if percent else ctx.money(goods, currency),
+                   name="tip_amount", colour=ink, role="body")
+    _, button, _ = row(bottom, [(0, 1), (max(u * 3, int(bottom.w * 0.5)), 0), (0, 1)], gap)
+    scene.button(button, "tip_back", t("sale_back"), style="light", role="large")
 
 
 def present_card_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
@@ -314,7 +457,7 @@ def present_card_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
                       (geo.text["body"] + 8, 10), (0, 6), (int(u * 1.2), 0)], gap)
     scene.text(title, t("present_title"), name="present_title", role="title", bold=True)
     if sale is not None:
-        scene.text(amount, ctx.money(sale.amount, sale.currency), name="amount", role="huge", bold=True)
+        scene.text(amount, ctx.money(sale.amount + sale.tip, sale.currency), name="amount", role="huge", bold=True)
     scene.text(hint, t("present_hint"), colour=MUTED)
     scene.text(waiting, t("present_offline") if sale is not None and sale.offline else t("present_waiting"),
                name="present_waiting", colour=MUTED)
@@ -360,11 +503,14 @@ def contact_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
     u, gap = geo.u, geo.gap
     title, field, error, keyboard = column(
         geo.content, [(geo.text["body"] + 8, 4), (u, 6), (geo.text["small"] + 6, 2), (5 * u, 88)], gap)
-    scene.text(title, t("contact_title"), role="body", bold=True)
+    receipt = ui.contact_for == "receipt"
+    scene.text(title, t("receipt_title" if receipt else "contact_title"), role="body", bold=True)
     scene.add("fill", field, name="contact_field", fill=PANEL, border=PRIMARY)
     scene.text(field.inset(gap), ui.contact + "|", name="contact_text", role="large", align="left")
     if ui.contact_error:
         scene.text(error, ui.contact_error, name="contact_error", colour=DANGER, role="small", bold=True)
+    elif receipt:       # when Stripe sends it: offline, not before the sale is forwarded
+        scene.text(error, t("receipt_note"), name="receipt_note", colour=MUTED, role="small")
     rows = EMAIL_ROWS if ui.contact_mode == "email" else PHONE_ROWS
     lines = column(keyboard, [(0, 1)] * (len(rows) + 1), gap)
     for line, keys in zip(lines, rows):
@@ -384,8 +530,8 @@ def result_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
     geo, t = scene.geometry, ctx.t
     u, gap = geo.u, geo.gap
     result = ui.result
-    headline, amount, detail, detail2, _, bottom = column(
-        geo.content, [(u, 30), (geo.text["large"] + 8, 14), (geo.text["body"] + 8, 10),
+    headline, amount, summary, detail, detail2, _, bottom = column(
+        geo.content, [(u, 30), (geo.text["large"] + 8, 14), (geo.text["small"] + 6, 4), (geo.text["body"] + 8, 10),
                       (geo.text["body"] + 8, 10), (0, 4), (int(u * 1.2), 0)], gap)
     status = result.status if result is not None else APPROVED
     scene.add("fill", headline, name="result_panel", fill=RESULT.get(status, UNKNOWN))
@@ -395,11 +541,26 @@ def result_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
     money = ctx.money(*ui.result_amount) if ui.result_amount else ""
     scene.text(amount, f"{money}  {ctx.card(payment)}" if payment else money, name="result_amount",
                role="large", bold=True)
+    if payment is not None and (payment.items or payment.tip):
+        scene.text(summary, sale_summary(payment, ctx), name="result_summary", colour=MUTED, role="small")
     lines = result_lines(result, ctx)
+    if payment is not None and payment.receipt_email and status in (APPROVED, APPROVED_OFFLINE):
+        note = "receipt_after_forward" if status == APPROVED_OFFLINE else "receipt_on_success"
+        lines.append((t(note, email=payment.receipt_email), MUTED))
     for box, (text, colour) in zip((detail, detail2), lines):
         scene.text(box, text, name="result_detail", colour=colour, lines=2)
     _, button, _ = row(bottom, [(0, 1), (max(u * 3, int(bottom.w * 0.5)), 0), (0, 1)], gap)
     scene.button(button, "new_sale", t("new_sale"), role="large")
+
+
+def sale_summary(payment, ctx: Context) -> str:
+    """"3 items · tip $3.60": what the result screen says beside the amount."""
+    parts = []
+    if payment.items:
+        parts.append(ctx.t("items_count", n=sum(entry["quantity"] for entry in payment.items)))
+    if payment.tip:
+        parts.append(ctx.t("tip_line", tip=ctx.money(payment.tip, payment.currency)))
+    return " · ".join(parts)
 
 
 def result_lines(result, ctx: Context) -> list[tuple[str, tuple]]:
@@ -455,7 +616,7 @@ def payments_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
     scene.text(header, t("payments_title"), role="body", bold=True, align="left")
     two_lines = geo.portrait          # narrow rows: amount and state above, time and card below
     row_h = int(geo.text["body"] * 1.45 + geo.text["small"] * 1.45) + gap if two_lines \
-        else max(36, int(geo.text["body"] * 1.8))
+        else max(MIN_TARGET + 2, int(geo.text["body"] * 1.8))      # a row is a touch target
     page = max(1, rows_box.h // row_h)
     offset = clamp_scroll(ui, "payments", page, len(payments))
     scene.text(header, t("payments_count", n=len(payments)), role="small", colour=MUTED, align="right")
@@ -463,7 +624,9 @@ def payments_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
         scene.text(rows_box, t("no_payments"), colour=MUTED, name="payments_empty")
     for i, payment in enumerate(payments[offset:offset + page]):
         line = Box(rows_box.x, rows_box.y + i * row_h, rows_box.w, row_h - 2)
-        scene.add("fill", line, name="payment_row", fill=PANEL if i % 2 == 0 else BACKGROUND)
+        shade = PANEL if i % 2 == 0 else BACKGROUND
+        scene.add("fill", line, name="payment_row", fill=shade)
+        scene.add("button", line, name=f"payment:{payment.id}", fill=shade)     # opens it: money_screens.py
         inner = line.inset(gap // 2, 0)
         if two_lines:
             top, bottom = column(inner, [(0, 55), (0, 45)], 0)
@@ -472,7 +635,9 @@ def payments_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
         else:
             when, amount, card, state = row(inner, [(0, 18), (0, 28), (0, 30), (0, 24)], gap)
         scene.text(when, ctx.when(payment.created_at), align="left", role="small", colour=MUTED)
-        scene.text(amount, ctx.money(payment.amount, payment.currency), align="left" if two_lines else "right",
+        money = ctx.money(payment.amount, payment.currency)
+        scene.text(amount, t("refund_row", amount=money) if payment.is_refund else money,
+                   align="left" if two_lines else "right",
                    bold=True)
         scene.text(card, ctx.card(payment), align="right" if two_lines else "left", role="small")
         scene.text(state, t(f"state_{payment.state}"), name=f"state_{payment.state}",
@@ -566,8 +731,12 @@ SCREENS = {
     "confirm_offline": confirm_screen,
     "contact": contact_screen,
     "result": result_screen,
+    "cart": cart_screen,
+    "tip": tip_screen,
     "payments": payments_screen,
     "attention": attention_screen,
     "sync": sync_screen,
 }
 
+# one payment's screens (void, refund, reprint) and Today: they add themselves to SCREENS
+from . import money_screens  # noqa: E402,F401

@@ -20,7 +20,13 @@ from pathlib import Path
 from kiosk import hookimpl
 
 SCREENS = ("sale", "present_card", "confirm_offline", "contact", "result_approved", "result_approved_offline",
-           "result_declined", "result_refused", "result_unconfirmed", "payments", "attention", "sync")
+           "result_declined", "result_refused", "result_unconfirmed", "payments", "attention", "sync",
+           "sale_items", "cart", "tip", "result_items", "payment_detail", "refund", "today")
+ITEM_SCREENS = ("sale_items", "cart", "tip", "result_items")   # with the sample stall's quick items and tips
+MONEY_SCREENS = ("payment_detail", "refund", "today")  # the morning's online sale, part refunded; the day
+# Zones to draw Today in: the first where the whole sample morning (the last 14 h 20 min) falls on one day.
+TODAY_ZONES = ("America/New_York", "Europe/London", "Asia/Tokyo", "America/Los_Angeles", "Pacific/Auckland",
+               "Pacific/Honolulu")
 FAKE_KEY = "sk_test_screenshot_" + "0" * 16      # a made-up key for the local fake only
 
 # Amounts typed by the sample vendor, per currency digits (USD-like / JPY-like).
@@ -32,6 +38,19 @@ SAMPLE = {
                                    ("insufficient_funds", "1500", "090-1234-5678")],
         "later": [("amex", "450"), ("visa", "1200"), ("mastercard", "620")], "contact": "090-5555-0142"},
 }
+# The sample stall's quick items (name, price in the currency's units) and tips, per language.
+SAMPLE_ITEMS = {
+    "en": [("Coffee", "3.50"), ("Tea", "3.00"), ("Croissant", "2.75"), ("Cinnamon bun", "3.25"),
+           ("Orange juice", "4.00"), ("Cookie", "1.50"), ("Sandwich", "6.50"), ("Water", "1.00"),
+           ("Granola bar", "2.00"), ("Muffin", "2.50"), ("Bagel", "2.25"), ("Smoothie", "5.50"),
+           ("Hot chocolate", "3.75"), ("Soup", "5.00")],
+    "ja": [("コーヒー", "450"), ("紅茶", "400"), ("クロワッサン", "350"), ("あんパン", "280"),
+           ("オレンジジュース", "500"), ("クッキー", "200"), ("サンドイッチ", "650"), ("水", "150"),
+           ("おにぎり", "180"), ("マフィン", "300"), ("ベーグル", "320"), ("スムージー", "600"),
+           ("ココア", "420"), ("スープ", "550")],
+}
+SAMPLE_TIPS = [10, 15, 20]
+SAMPLE_CART = ((0, 2), (2, 1), (4, 1))        # (item, taps): two coffees, a croissant, a juice
 
 
 class ScreenshotError(ValueError):
@@ -51,11 +70,15 @@ def check_request(screen: str, size: str | None) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
-def _sample_config(directory: Path, language: str) -> Path:
+def _sample_config(directory: Path, language: str, items: bool = False) -> Path:
     currency = "jpy" if language == "ja" else "usd"
     text = (f'[kiosk]\nid = "market-stall-1"\ncurrency = "{currency}"\nlanguage = "{language}"\n'
-            '[limits]\nper_transaction = 100.0\ntotal = 500.0\n'
+            + (f'tips = {SAMPLE_TIPS}\n' if items else '')
+            + '[limits]\nper_transaction = 100.0\ntotal = 500.0\n'
             '[limits.currencies.jpy]\nper_transaction = 15000\ntotal = 75000\n')
+    if items:
+        text += "".join(f'[[catalog.items]]\nname = "{name}"\nprice = "{price}"\n'
+                        for name, price in SAMPLE_ITEMS[language])
     path = directory / "config.toml"
     path.write_text(text)
     return path
@@ -134,8 +157,9 @@ def take_screenshot(screen: str, out: Path, language: str | None = None, size: s
     lose_answers = _LoseAnswers(fake)
     display = None
     try:
+        sample_config = config is None
         if config is None:
-            config = _sample_config(work, language or "en")
+            config = _sample_config(work, language or "en", items=screen in ITEM_SCREENS)
         overrides = {"storage": {"path": str(work / "data"), "use": "tinydb"},
                      "reader": {"use": "simulated"}, "reader.simulated": {"mode": "chip", "delay_seconds": 0.0},
                      "sync": {"use": "stripe", "retry_base_seconds": 0.0},
@@ -144,6 +168,8 @@ def take_screenshot(screen: str, out: Path, language: str | None = None, size: s
                      "notifier": {"use": ["feed"]}, "display": {"use": "touchscreen"}}
         if language:
             overrides["kiosk"] = {"language": language}
+        if screen == "today" and sample_config:
+            overrides.setdefault("kiosk", {})["timezone"] = _zone_for_today(language or "en")
         clock = _ShiftedClock()
         clock.offset = timedelta(hours=14, minutes=20)   # the sample day starts before the kiosk opens:
         fake.clock = lambda: clock().timestamp()      # its clock only moves on, and Stripe's keeps it
@@ -217,13 +243,26 @@ def _stage(display, kiosk, fake, screen: str, sample: dict, lose_answers) -> Non
             kiosk.take_sale(amount, currency, confirm=lambda offer: offers.append(offer) or False)
             ui.sale.offer = offers[0]
             ui.contact = sample["contact"] if screen == "confirm_offline" else sample["contact"][:7]
-    elif screen.startswith("result_"):
+    elif screen.startswith("result_") and screen not in ITEM_SCREENS:
         ui.result, ui.result_amount = _sale_for(kiosk, fake, screen[len("result_"):], amount, currency, lose_answers), \
             (amount, currency)
         screen = "result"
     elif screen == "sync":
         _half_a_pass(display, kiosk, fake)
         return
+    elif screen in MONEY_SCREENS:
+        _money_screen(display, kiosk, fake, screen)
+        return
+    elif screen in ITEM_SCREENS:
+        ui.entry.clear()
+        for index, taps in SAMPLE_CART:
+            for _ in range(taps):
+                display.act(f"item:{index}")
+        if screen == "result_items":
+            _sale_with_items(display, kiosk, currency)
+        elif screen != "sale_items":
+            display.act("open_cart" if screen == "cart" else "charge")
+        screen = ui.screen
     display.show(screen)
     display.catch_up()
 
@@ -248,6 +287,21 @@ def _sale_for(kiosk, fake, status: str, amount: int, currency: str, lose_answers
     return result
 
 
+def _sale_with_items(display, kiosk, currency: str) -> None:
+    """The cart sold offline with the middle tip and a receipt e-mail, through the engine."""
+    from kiosk import tip_amount
+    ui = display.ui
+    amount, items = display.controller.cart.goods()
+    tip = tip_amount(amount, SAMPLE_TIPS[1], currency)
+    # a card without offline sales waiting: the sample morning's cards would meet the repeated-card guard
+    result = kiosk.take_sale(amount, currency, card="lost_card", confirm=lambda offer: True, items=items, tip=tip,
+                             receipt_email="ana@example.com")
+    if result.status != "approved_offline":
+        raise RuntimeError(f"sample sale ended {result.status}, not approved_offline: {result.message}")
+    display.controller.cart.sold()
+    ui.result, ui.result_amount, ui.screen = result, (amount + tip, currency), "result"
+
+
 def _half_a_pass(display, kiosk, fake) -> None:
     """Forwarding under way: Stripe answers slowly, one payment at a time."""
     fake.set_offline(False)
@@ -270,3 +324,56 @@ def _unconfirmed_sale(kiosk, lose_answers, amount, currency):
         return kiosk.take_sale(amount, currency, card="visa")
     finally:
         lose_answers.armed = False
+
+
+def _zone_for_today(language: str) -> str:
+    """A real zone where the sample morning is all today (the language's own when it is)."""
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+    now = datetime.now(timezone.utc)
+    for name in ("Asia/Tokyo" if language == "ja" else TODAY_ZONES[0], *TODAY_ZONES):
+        here = now.astimezone(ZoneInfo(name))
+        if (here - timedelta(hours=14, minutes=30)).date() == here.date():
+            return name
+    return TODAY_ZONES[0]
+
+
+def _money_screen(display, kiosk, fake, screen: str) -> None:
+    """Payments -> the morning's online sale: its refund keypad, or its detail once
+    part of it was refunded from the screen; or Today."""
+    from kiosk import SUCCEEDED, minor_digits
+    ui = display.ui
+
+    def wait(done) -> None:
+        deadline = time.monotonic() + 20
+        while not done():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the sample {screen} screen did not come up: {display.texts()}")
+            display.step(0.02)
+
+    sale = next(p for p in kiosk.store.settled() if p.state == SUCCEEDED and not p.offline and not p.is_refund)
+    if screen == "today":            # the day with a void and a refund in it
+        kiosk.void(kiosk.store.live()[-1].id)
+        fake.set_offline(False)
+        kiosk.refund(sale.id, 400)        # $4.00, or ¥400
+        fake.set_offline(True)
+        kiosk.check_online()
+        display.act("nav_today")
+        asked = display._chores.read_day()
+        wait(lambda: ui.day_seq >= asked)
+        display.catch_up()
+        return
+    display.act(f"payment:{sale.id}")
+    wait(lambda: ui.detail is not None)
+    display.act("refund")
+    if screen == "payment_detail":
+        fake.set_offline(False)
+        kiosk.check_online()
+        for key in "4" if minor_digits(sale.currency) else "400":
+            display.act(f"refund_key_{key}")
+        display.act("refund_next")
+        display.act("money_confirm")
+        wait(lambda: ui.money_said is not None and ui.detail is not None and ui.detail.refunds)
+        fake.set_offline(True)
+        kiosk.check_online()
+    display.catch_up()
