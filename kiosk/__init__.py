@@ -21,9 +21,12 @@ from .hookspecs import hookimpl
 from .interfaces import (OPTIONAL_MEMBERS, CardResult, Display, Forwarder, Outcome, PaymentStore, Readiness,
                          Reader, ReaderError, ReaderInfo, Request, StoreAlarm, StoreBusy, looks_like_card_number)
 from .limits import History, Limits, Stored
+from .local_time import short_time, shown_time
 from .money import (MoneyError, check_amount, currency_code, format_amount, minimum_charge, minor_digits,
                     parse_amount, to_stripe_amount)
 from .notices import Notice
+from .receipts import Receipt, ReceiptItem, Row
+from .quick_items import Cart, QuickItem, catalog, describe as describe_items, tip_amount
 from .payment import (FAILED, FORWARDING, LIVE_STATES, MOVED, PENDING, SUCCEEDED, VOIDED, Card, Payment, iso,
                       parse_iso, utcnow)
 from .sale_result import (APPROVED, APPROVED_OFFLINE, CANCELLED, DECLINED, REFUSED, UNCONFIRMED,
@@ -44,11 +47,17 @@ __all__ = [
     # payments, notices, limits
     "Payment", "Card", "PENDING", "FORWARDING", "SUCCEEDED", "FAILED", "MOVED", "VOIDED", "LIVE_STATES",
     "iso", "parse_iso", "utcnow",
+    # times as the vendor reads them, in the kiosk's zone (KioskView.zone)
+    "short_time", "shown_time",
     "Notice", "notices",
+    # what a receipt printer prints (kiosk_print_receipt)
+    "Receipt", "ReceiptItem", "Row",
     "Limits", "History", "Stored",
     # money
     "MoneyError", "check_amount", "currency_code", "format_amount", "minimum_charge", "minor_digits",
     "parse_amount", "to_stripe_amount",
+    # quick items and tips ([[catalog.items]], [kiosk] tips)
+    "QuickItem", "Cart", "catalog", "tip_amount", "describe_items",
     # sales and the kiosk handed to hooks
     "SaleResult", "OfflineOffer", "APPROVED", "APPROVED_OFFLINE", "DECLINED", "REFUSED", "CANCELLED",
     "UNCONFIRMED", "WINDOW_HOURS", "check_contact", "contains_card_number",

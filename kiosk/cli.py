@@ -2,9 +2,17 @@
 for scripts and tests:
 
     0  done (a sale approved online or stored offline; Stripe reached;
-       ``kiosk check``: ready to sell offline)
-    1  a sale declined, refused or not confirmed; ``kiosk check``: not ready
-    2  usage, configuration or plugin error
+       ``kiosk check``: ready to sell offline; ``kiosk void``/``refund``:
+       voided (or already voided), refunded, or the refund kept and sent by
+       the next pass)
+    1  a sale declined, refused or not confirmed; ``kiosk check``: not ready;
+       ``kiosk void``/``refund``: not possible, the line says why (declined,
+       not sent yet, more than is left to refund, may already be charged
+       while Stripe is unreachable, Stripe refused the refund...);
+       ``kiosk receipt``: not printed -- no receipt printer set up, no such
+       payment, or the printer failed or did not answer (the line says why)
+    2  usage, configuration or plugin error (``kiosk charge --item`` naming
+       an item not in ``[[catalog.items]]``, items not adding up to AMOUNT)
     3  Stripe unreachable (``kiosk sync``; nothing changed)
     4  no usable Stripe API key: none is set, or Stripe rejected it
        (``kiosk sync``; nothing sent, nothing lost)
@@ -13,7 +21,8 @@ for scripts and tests:
        the kiosk opens, alarms, and ``kiosk recover`` exits 1 if something
        could not be read)
        (while ``kiosk run`` holds it, it runs ``status``, ``queue``,
-       ``notices``, ``sync`` and ``charge`` itself: kiosk/local_socket.py)
+       ``notices``, ``sync``, ``charge``, ``void`` and ``refund`` itself
+       and more: kiosk/local_socket.py COMMANDS)
     6  ``kiosk export``/``import``: the export file cannot be written (exists,
        disk full, read-only) or read (wrong passphrase, cut, changed, another
        format version): nothing changed on either kiosk -- or it was written
@@ -40,15 +49,17 @@ import signal
 import sys
 import textwrap
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from .card_numbers import refuse_card_number
 from .config import ConfigError, default_path
 from .host import PluginError, package_version
 from .interfaces import ReaderError, StoreAlarm, StoreBusy
-from .money import MoneyError, format_amount, parse_amount
-from .payment import iso
+from . import quick_items
+from .money import MoneyError, currency_code, format_amount, parse_amount
+from .payment import iso, parse_iso
+from .sale_result import WINDOW_HOURS
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_OFFLINE, EXIT_AUTH, EXIT_STORE = 0, 1, 2, 3, 4, 5
 EXIT_EXPORT_FILE = 6
@@ -108,6 +119,8 @@ def _confirm_prompt(args):
 
 
 def cmd_charge(args) -> int:
+    if args.amount is None and not args.item:
+        raise Fail("the following arguments are required: amount, or --item NAME (`kiosk items` lists the catalog)")
     try:
         kiosk = _open(args)
     except (StoreAlarm, OSError) as exc:
@@ -116,25 +129,37 @@ def cmd_charge(args) -> int:
             raise
         raise Fail(f"{line} — no sale taken: nothing stored, nothing charged", EXIT_DISK) from None
     try:
-        currency = args.currency or kiosk.config.currency
+        cart = _cart(kiosk.config, args.item or ())
+        currency = args.currency or cart.currency or kiosk.config.currency
+        if cart.currency and currency_code_or_fail(currency) != cart.currency:
+            raise Fail(f"the items are priced in {cart.currency.upper()}, not {currency.upper()}")
         try:
-            amount = parse_amount(args.amount, currency)
-        except MoneyError as exc:
+            amount = parse_amount(args.amount, currency) if args.amount is not None else cart.total
+            tip = quick_items.parse_tip(args.tip, amount, currency) if args.tip else 0
+        except ValueError as exc:
             raise Fail(str(exc)) from None
         behavior = "force_offline" if args.offline else None
         try:
             result = kiosk.take_sale(amount, currency, behavior=behavior, confirm=_confirm_prompt(args),
-                                     customer=args.customer, card=args.card)
+                                     customer=args.customer, card=args.card, items=cart.items() or None,
+                                     tip=tip, receipt_email=args.receipt_email)
         except ValueError as exc:
             raise Fail(str(exc)) from None
         if args.json:
             _print_json({"status": result.status, "message": result.message, "limit": result.limit,
                          "disk": result.disk, "payment": result.payment.public() if result.payment else None})
         else:
-            what = f"{format_amount(amount, currency)}"
+            what = f"{format_amount(amount + tip, currency)}"
+            extras = [quick_items.describe(cart.items())] if len(cart) else []
+            extras += [f"tip {format_amount(tip, currency)}"] if tip else []
+            if extras:
+                what += f" ({' + '.join(extras)})"
             if result.payment:
                 what += f" {result.payment.card.brand} •••• {result.payment.card.last4} ({result.payment.id})"
             print(f"{result.status.upper().replace('_', ' ')}: {what} — {result.message}")
+            if result.ok and result.payment and result.payment.receipt_email:
+                print(f"receipt: Stripe e-mails it to {result.payment.receipt_email}"
+                      + (" once the sale is forwarded" if result.payment.offline else ""))
         sys.stdout.flush()      # shown before close() records it as shown (a pipe holds it in a buffer)
         if result.disk:
             return EXIT_DISK
@@ -143,13 +168,61 @@ def cmd_charge(args) -> int:
         kiosk.close()
 
 
+def _cart(config, specs) -> "quick_items.Cart":
+    """``--item "NAME[*QTY]"``... as a cart of the catalog's items."""
+    found = quick_items.catalog(config)
+    cart = quick_items.Cart()
+    for spec in specs:
+        try:
+            name, quantity = quick_items.parse_item(spec)
+            item = quick_items.find(found, name)
+            if item is None:
+                raise ValueError(f"--item {name!r} is not in the catalog (`kiosk items` lists it; "
+                                 "[[catalog.items]] in config.toml)")
+            cart.add(item, quantity)
+        except ValueError as exc:
+            raise Fail(str(exc)) from None
+    return cart
+
+
+def currency_code_or_fail(currency: str) -> str:
+    try:
+        return currency_code(currency)
+    except MoneyError as exc:
+        raise Fail(str(exc)) from None
+
+
+def cmd_items(args) -> int:
+    """The quick items of ``[[catalog.items]]`` and the tips of ``[kiosk] tips``."""
+    from .boot import load_config, load_host
+    config = load_config(load_host(), Path(args.config))
+    found = quick_items.catalog(config)
+    tips = config["kiosk"]["tips"]
+    if args.json:
+        _print_json({"items": [{"name": item.name, "price": item.price, "currency": item.currency,
+                                "formatted": format_amount(item.price, item.currency)} for item in found],
+                     "tips": tips})
+        return EXIT_OK
+    for item in found:
+        print(f"{item.name:<{quick_items.MAX_NAME}}  {format_amount(item.price, item.currency):>14}")
+    if not found:
+        print("no quick items ([[catalog.items]] in config.toml)")
+    print(f"tips: {', '.join(f'{percent}%' for percent in tips) if tips else 'none asked'}")
+    return EXIT_OK
+
+
 def cmd_queue(args) -> int:
-    since = _since(args.since) if args.since else None
+    from . import local_time
+    asked_since = _since(args.since) if args.since else None
     limit = None if args.all else args.limit
     if limit is not None and limit < 0:
         raise Fail(f"--limit must be 0 or more, not {limit}")
     kiosk = _open(args)
     try:
+        zone = kiosk.zone
+        # a date or time without a zone is the kiosk's, as the vendor means it
+        since = None if asked_since is None else iso(
+            asked_since if asked_since.tzinfo else asked_since.replace(tzinfo=zone))
         # streamed: pending first (oldest first; bounded by max_pending), then
         # settled newest first, read a page at a time whatever history holds
         pending = [p for p in kiosk.store.live() if since is None or p.created_at >= since]
@@ -159,15 +232,20 @@ def cmd_queue(args) -> int:
             out = sys.stdout
             out.write("[")
             for p in itertools.chain(pending, settled):
-                out.write(("\n" if shown == 0 else ",\n") + textwrap.indent(
-                    json.dumps(p.public(), indent=2, ensure_ascii=False), "  "))
+                out.write(("\n" if shown == 0 else ",\n") + textwrap.indent(json.dumps(
+                    {**p.public(), "local_time": local_time.local(p.created_at, zone)},
+                    indent=2, ensure_ascii=False), "  "))
                 shown += 1
             out.write("\n]\n")
             return EXIT_OK
         for p in itertools.chain(pending, settled):
             tail = p.payment_intent or (f"{p.decline_code or 'refused'}: {p.message}" if p.state == "failed" else
-                                        p.message if p.state == "moved" else "")
-            print(f"{p.created_at}  {p.state:<10} {format_amount(p.amount, p.currency):>14}  "
+                                        p.message if p.state in ("moved", "voided") else "")
+            if p.is_refund:         # money given back: shown as a refund of its sale
+                tail = (f"refund of {p.refund_of}" + (f" {p.refund_id}" if p.refund_id else "")
+                        + (f": {p.message}" if p.state == "failed" else ""))
+            print(f"{local_time.shown_time(p.created_at, zone)}  {p.state:<10} "
+                  f"{format_amount(-p.amount if p.is_refund else p.amount, p.currency):>14}  "
                   f"{p.card.brand} •••• {p.card.last4}  {'offline' if p.offline else 'online '}  {p.id}  {tail}")
             shown += 1
         if not shown:
@@ -189,15 +267,12 @@ def _settled_since(store, limit, since):
     return taken if limit is None else itertools.islice(taken, limit)
 
 
-def _since(text: str) -> str:
-    """``--since``: a date (the vendor's local midnight) or an ISO 8601 time, as the stored UTC form."""
+def _since(text: str) -> datetime:
+    """``--since``: a date (midnight) or an ISO 8601 time; without a zone it is the kiosk's."""
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise Fail(f"--since {text!r} is not a date (2026-12-05) or time (2026-12-05T09:00)") from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()          # the kiosk's own time zone, as the vendor means it
-    return iso(moment)
 
 
 def cmd_report(args) -> int:
@@ -208,20 +283,19 @@ def cmd_report(args) -> int:
     asked = _report_day(args.date) if args.date else None
     kiosk = _open(args)
     try:
-        zone = local_time.kiosk_zone(kiosk.config)
+        zone = kiosk.zone
         day = asked or local_time.day_of(kiosk.clock(), zone)     # today as the kiosk's defended clock has it
-        start, end = local_time.day_bounds(day, zone)
-        payments = report.day_payments(kiosk.store.live(), _settled_since(kiosk.store, None, start), start, end)
         if args.csv:
-            report.write_csv(sys.stdout, payments, zone, kiosk.config.kiosk_id, with_contacts=args.with_contacts)
+            report.write_csv(sys.stdout, report.payments_of(kiosk.store, day, zone), zone, kiosk.config.kiosk_id,
+                             with_contacts=args.with_contacts)
             return EXIT_OK
-        totals = report.totals(payments)
-        where = {"date": day.isoformat(), "timezone": local_time.zone_name(zone), "from": start, "to": end,
-                 "kiosk_id": kiosk.config.kiosk_id}
+        found = kiosk.day_report(day)       # the same function the Today screen calls
+        totals = found.pop("currencies")
+        where = {**found, "kiosk_id": kiosk.config.kiosk_id}
         if args.json:
             _print_json({**where, "not_yet_taken": list(report.NOT_YET_TAKEN), "currencies": totals})
             return EXIT_OK
-        print(f"{day.isoformat()} ({where['timezone']}), kiosk {where['kiosk_id']}")
+        print(f"{where['date']} ({where['timezone']}), kiosk {where['kiosk_id']}")
         for line in report.text_lines(totals) or ["no payments"]:
             print(line)
         return EXIT_OK
@@ -234,6 +308,53 @@ def _report_day(text: str):
         return datetime.strptime(text, "%Y-%m-%d").date()
     except ValueError:
         raise Fail(f"--date {text!r} is not a date like 2026-12-05") from None
+
+
+def cmd_void(args) -> int:
+    """Void a sale not sent yet; one already charged is refunded instead (kiosk/refunding.py)."""
+    kiosk = _open(args)
+    try:
+        return _refund_result(args, kiosk.void(args.payment_id))
+    finally:
+        kiosk.close()
+
+
+def cmd_refund(args) -> int:
+    """Refund a charged sale, all that is left of it or AMOUNT (kiosk/refunding.py)."""
+    kiosk = _open(args)
+    try:
+        amount = None
+        if args.amount is not None:
+            sale = kiosk.store.get(args.payment_id)
+            try:
+                amount = parse_amount(args.amount, sale.currency if sale else kiosk.config.currency)
+            except MoneyError as exc:
+                raise Fail(str(exc)) from None
+        return _refund_result(args, kiosk.refund(args.payment_id, amount))
+    finally:
+        kiosk.close()
+
+
+def _refund_result(args, result) -> int:
+    if args.json:
+        _print_json({"status": result.status, "message": result.message,
+                     "payment": result.payment.public() if result.payment else None})
+    else:
+        print(f"{result.status.upper().replace('_', ' ')}: {result.message}")
+    return EXIT_OK if result.ok else EXIT_REFUSED
+
+
+def cmd_receipt(args) -> int:
+    """Print a payment's receipt (again) on the receipt printer (kiosk/receipt_printing.py)."""
+    kiosk = _open(args)
+    try:
+        why = kiosk.print_receipt(args.payment_id)
+        if why is not None:
+            raise Fail(why, EXIT_REFUSED)
+        print(f"printed the receipt of {args.payment_id}")
+        return EXIT_OK
+    finally:
+        kiosk.close()
 
 
 def cmd_sync(args) -> int:
@@ -270,17 +391,24 @@ def cmd_status(args) -> int:
         pending = status["pending"]
         totals = ", ".join(v["formatted"] for v in pending["by_currency"].values()) or "nothing"
         print(f"pending: {pending['count']} ({totals})")
+        refunds = status.get("refunds_pending") or {"count": 0}
+        if refunds["count"]:
+            back = ", ".join(v["formatted"] for v in refunds["by_currency"].values())
+            print(f"refunds waiting to be sent: {refunds['count']} ({back})")
+        zone = kiosk.zone
         if status["oldest_pending_at"]:
-            print(f"oldest pending: {status['oldest_pending_age_hours']:.1f} h old, "
-                  f"{status['window_hours_left']:.1f} h left of the 24 h window")
+            deadline = parse_iso(status["oldest_pending_at"]) + timedelta(hours=WINDOW_HOURS)
+            print(f"oldest pending: taken {_shown_at(status['oldest_pending_at'], zone)}, "
+                  f"{status['oldest_pending_age_hours']:.1f} h old — send it by {_shown_at(deadline, zone)} "
+                  f"({status['window_hours_left']:.1f} h left of the 24 h window)")
         for code, lim in status["limits"].items():
             print(f"offline limits {code.upper()}: {format_amount(lim['per_transaction'], code)} per sale, "
                   f"{format_amount(lim['left'], code)} left of {format_amount(lim['total'], code)}, "
                   f"{lim['count']} payments")
-        print(f"last sync: {status['last_sync_at'] or 'never'}")
+        print(f"last sync: {_shown_at(status['last_sync_at'], zone)}")
         clock = status["clock"]
         print(f"clock: {'trusted' if clock['trusted'] else 'NOT TRUSTED — ' + clock['why']}"
-              f" (counting from {clock['kiosk_time']})")
+              f" (counting from {_shown_at(clock['kiosk_time'], zone)})")
         reader = status["reader"]
         print(f"reader: {reader['name']}{'' if reader['supports_offline'] else ' (online only)'}")
         if status.get("sales_paused"):
@@ -385,11 +513,22 @@ def cmd_notices(args) -> int:
         feed = kiosk.store.notices(args.limit)
         if args.json:
             _print_json(feed)
+        zone = kiosk.zone
         for notice in ([] if args.json else feed):
-            print(f"{notice['at']}  {notice['level']:<7} {notice['title']}: {notice['message']}")
+            at = _shown_at(notice.get("at"), zone)
+            print(f"{at}  {notice['level']:<7} {notice['title']}: {notice['message']}")
         return EXIT_OK
     finally:
         kiosk.close()
+
+
+def _shown_at(stored, zone) -> str:
+    """A stored time in the kiosk's zone, or as it is when it does not read as one (an old feed's)."""
+    from .local_time import shown_time
+    try:
+        return shown_time(stored, zone) or "never"
+    except (TypeError, ValueError):
+        return str(stored)
 
 
 def _passphrase(args, twice: bool) -> str:
@@ -449,7 +588,8 @@ def cmd_export(args) -> int:
             return EXIT_OK
         if args.dry_run:
             for p in done.pending:
-                print(f"{p.created_at}  {p.state:<10} {format_amount(p.amount, p.currency):>14}  "
+                print(f"{_shown_at(p.created_at, kiosk.zone)}  {p.state:<10} "
+                      f"{format_amount(p.amount, p.currency):>14}  "
                       f"{p.card.brand} •••• {p.card.last4}  {p.id}")
         verb = ("would move", "would copy") if args.dry_run else ("moved", "copied")
         copied = f" and {verb[1]} {done.settled} settled" if args.all else ""
@@ -478,7 +618,7 @@ def cmd_import(args) -> int:
             return EXIT_OK
         known = ", ".join(f"{n} {state}" for state, n in sorted(done.known.items()))
         print(f"imported {len(done.added)} pending payment(s) ({_totals(done.added)}) and {done.settled_added} "
-              f"settled from {args.file} (exported by kiosk {done.source} at {done.exported_at})"
+              f"settled from {args.file} (exported by kiosk {done.source} at {_shown_at(done.exported_at, kiosk.zone)})"
               f"{'; already here: ' + known if known else ''}")
         for code in sorted({p.currency for p in done.added}):
             limits = kiosk.effective_limits(code)
@@ -583,15 +723,22 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
 
     add("init", cmd_init, "create the data directory and the key (safe to run twice)", json_flag=False)
     p = add("charge", cmd_charge, "take one sale through the configured reader")
-    p.add_argument("amount", help="amount in the currency's units, e.g. 12.50 (JPY: 1200)")
+    p.add_argument("amount", nargs="?", help="amount in the currency's units, e.g. 12.50 (JPY: 1200), before "
+                   "the tip; left out with --item: the items' total")
     p.add_argument("--currency", help="ISO currency code (default: [kiosk] currency)")
     p.add_argument("--card", help="test card for the simulated reader (visa, insufficient_funds, ...)")
     p.add_argument("--offline", action="store_true", help="store the sale offline even if Stripe is reachable")
     p.add_argument("--yes", action="store_true", help="confirm an offline sale without a prompt")
     p.add_argument("--customer", help="customer e-mail or phone, for following up a decline")
+    p.add_argument("--item", action="append", metavar="NAME[*QTY]",
+                   help="a quick item from the catalog, e.g. --item Coffee*2 (repeat for more)")
+    p.add_argument("--tip", metavar="PERCENT%|AMOUNT", help="a tip on top: 15%% of the amount, or 1.50")
+    p.add_argument("--receipt-email", metavar="ADDR", help="Stripe e-mails its receipt here once the payment "
+                   "succeeds (an offline sale: once forwarded)")
+    add("items", cmd_items, "the quick items of [[catalog.items]] and the tips of [kiosk] tips")
     p = add("queue", cmd_queue, "pending payments and the newest settled ones")
     p.add_argument("--limit", type=int, default=50, help="settled payments to list, newest first (default 50)")
-    p.add_argument("--since", help="only payments taken since this date or time (local, or ISO 8601 with zone)")
+    p.add_argument("--since", help="only payments taken since this date or time (in [kiosk] timezone, or ISO 8601 with a zone)")
     p.add_argument("--all", action="store_true", help="every settled payment (streamed)")
     p = add("report", cmd_report, "the day's totals per currency, or its payments as CSV for the books",
             json_flag=False)
@@ -600,6 +747,14 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
     form.add_argument("--json", action="store_true", help="machine-readable totals")
     form.add_argument("--csv", action="store_true", help="one row per payment, newest first")
     p.add_argument("--with-contacts", action="store_true", help="add the customer's contact to each CSV row")
+    p = add("void", cmd_void, "void a sale not sent yet (one already charged is refunded instead)")
+    p.add_argument("payment_id", metavar="PAYMENT_ID", help="the sale's id (kp_..., from `kiosk queue`)")
+    p = add("refund", cmd_refund, "refund a charged sale, whole or part (kept and sent later when offline)")
+    p.add_argument("payment_id", metavar="PAYMENT_ID", help="the sale's id (kp_..., from `kiosk queue`)")
+    p.add_argument("amount", nargs="?", metavar="AMOUNT",
+                   help="how much to give back, e.g. 2.50 (default: all that is left to refund)")
+    p = add("receipt", cmd_receipt, "print a payment's receipt (again) on the receipt printer", json_flag=False)
+    p.add_argument("payment_id", metavar="PAYMENT_ID", help="the payment's id (kp_..., from `kiosk queue`)")
     add("sync", cmd_sync, "forward pending payments to Stripe now")
     add("status", cmd_status, "online or offline, what is waiting, limits in force")
     add("check", cmd_check, "ready to sell offline? the Stripe key, API version, clock, reader and queue")
@@ -634,7 +789,8 @@ def build_parser(extra_commands=()) -> argparse.ArgumentParser:
 
 
 CORE_COMMANDS = ("init", "charge", "queue", "sync", "status", "check", "plugins", "notices", "run", "demo",
-                 "recover", "export", "import", "report")
+                 "recover", "export", "import", "report", "items", "void", "refund",
+                 "receipt")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ the work, each in its own module --
 - :mod:`kiosk.selling`: taking a sale, the offline limits, charging at the till;
 - :mod:`kiosk.forwarding`: sending stored payments to Stripe;
 - :mod:`kiosk.reminders`: the 24-hour window, "last synced", follow-ups;
+- :mod:`kiosk.refunding`: void and refund;
 - :mod:`kiosk.status`: online or not, ``kiosk status``, readiness;
 - :mod:`kiosk.telling`: notices, the payment-changed hook, once-only alarms;
 - :mod:`kiosk.background`: the loop ``kiosk run`` keeps going;
@@ -32,14 +33,17 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import contextmanager
+from datetime import date
 
-from . import background, notices
+from . import background, local_time, notices, report
 from .clock import KioskClock
 from .forwarding import Forwarding, SyncReport
 from .interfaces import CardResult, Outcome, ReaderError, optional
 from .limits import History, LimitRefused, Limits, Stored
 from .notices import Notice
 from .payment import FAILED, FORWARDING, PENDING, SUCCEEDED, Card, Payment, iso, new_payment_id, parse_iso, utcnow
+from .receipt_printing import ReceiptPrinting
+from .refunding import Refunding, RefundResult
 from .reminders import SYNC_NOTE_SECONDS, Reminders
 from .sale_result import (APPROVED, APPROVED_OFFLINE, CANCELLED, DECLINED, REFUSED, UNCONFIRMED,
                           WINDOW_HOURS, OfflineOffer, SaleResult, check_contact)
@@ -73,8 +77,10 @@ class Kiosk:
         self.telling = Telling(self, host.skipped)
         self.health = Health(self)
         self.selling = Selling(self)
+        self.receipt_printing = ReceiptPrinting(self)
         self.forwarding = Forwarding(self)
         self.reminders = Reminders(self)
+        self.refunding = Refunding(self)
         if self.store.get_meta("initialized_at") is None:
             self.store.set_meta("initialized_at", iso(self.clock()))
         self.view = KioskView(self)                 # what hooks see
@@ -126,6 +132,18 @@ class Kiosk:
         self.forwarding.sync_progress = value
 
     @property
+    def zone(self):
+        """The kiosk's time zone (``[kiosk] timezone``, or the system's): days and times the vendor reads."""
+        return local_time.kiosk_zone(self.config)
+
+    def day_report(self, day: date | None = None) -> dict:
+        """A day's totals per currency (:func:`kiosk.report.day_report`), ``day``
+        in the kiosk's zone: today by the kiosk's clock when not given."""
+        zone = self.zone
+        day = day or local_time.day_of(self.clock(), zone)
+        return report.day_report(self.store, day, zone)
+
+    @property
     def recent_notices(self):
         """The last 50 notices (a deque), for a screen that opens later."""
         return self.telling.recent_notices
@@ -162,11 +180,16 @@ class Kiosk:
 
     def take_sale(self, amount: int, currency: str | None = None, *, behavior: str | None = None,
                   confirm=None, customer: str | None = None, card: str | None = None,
-                  cancel: threading.Event | None = None) -> SaleResult:
+                  cancel: threading.Event | None = None, items: list | None = None, tip: int = 0,
+                  receipt_email: str | None = None) -> SaleResult:
         """Take one sale through the reader.  ``confirm(offer) -> bool`` is asked
-        before an offline sale in ``prefer_online``; without it the sale is refused."""
-        return self.selling.take_sale(amount, currency, behavior=behavior, confirm=confirm, customer=customer,
-                                      card=card, cancel=cancel)
+        before an offline sale in ``prefer_online``; without it the sale is refused.
+        ``amount`` is the goods (``items``' total when given); the card is charged ``amount + tip``."""
+        result = self.selling.take_sale(amount, currency, behavior=behavior, confirm=confirm, customer=customer,
+                                        card=card, cancel=cancel, items=items, tip=tip, receipt_email=receipt_email)
+        if result.ok:       # after the result, on the receipt thread: a printer never holds a sale
+            self.receipt_printing.after(result.payment)
+        return result
 
     def _store_sale(self, amount, currency, offline, card: CardResult, customer) -> Payment:
         """Build, prepare and durably store a sale (``bench/`` times this)."""
@@ -190,6 +213,16 @@ class Kiosk:
         finally:
             self.reader = previous
             reader.close()
+
+    # -- receipts ----------------------------------------------------------------
+
+    def print_receipt(self, payment_id: str) -> str | None:
+        """Print (again) a payment's receipt: ``None`` once printed, else one line saying why not."""
+        return self.receipt_printing.print_now(payment_id)
+
+    def receipt_printer_ready(self) -> bool:
+        """A plugin has a receipt printer set up (it may still be off or out of paper)."""
+        return self.receipt_printing.printer() is not None
 
     # -- forwarding --------------------------------------------------------------
 
@@ -235,9 +268,30 @@ class Kiosk:
         """The vendor has dealt with a failed payment (called the customer...)."""
         return self.reminders.mark_followed_up(payment_id)
 
+    # -- void and refund ---------------------------------------------------------
+
+    def void(self, payment_id: str) -> RefundResult:
+        """Void a sale not yet charged (a charged one is refunded instead): :mod:`kiosk.refunding`."""
+        return self._refund_receipt(self.refunding.void(payment_id))
+
+    def refund(self, payment_id: str, amount: int | None = None) -> RefundResult:
+        """Refund ``amount`` minor units (default: all that is left) of a charged sale."""
+        return self._refund_receipt(self.refunding.refund(payment_id, amount))
+
+    def _refund_receipt(self, result: RefundResult) -> RefundResult:
+        """A refund taken or kept for sending: its "REFUND" receipt, on the receipt thread."""
+        if result.ok and result.payment is not None and result.payment.is_refund:
+            self.receipt_printing.after(result.payment)
+        return result
+
+    def refundable(self, payment_id: str) -> int:
+        """Minor units of a sale still refundable (0 if none)."""
+        return self.refunding.refundable(payment_id)
+
     # -- closing -----------------------------------------------------------------
 
     def close(self) -> None:
+        self.receipt_printing.close()
         self.host.call_isolated("kiosk_shutdown", kiosk=self.view)
         try:
             self.selling.write_shown()              # which offline sales were seen approved

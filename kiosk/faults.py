@@ -13,6 +13,8 @@ POINTS = (
     "sale:after_store",      # sale stored, vendor not told yet
     "forward:after_mark",    # payment marked forwarding, request not sent
     "forward:after_send",    # Stripe answered, outcome not stored yet
+    "refund:after_reserve",  # a refund's id reserved on its sale, the refund record not stored yet
+    "refund:after_store",    # the refund record stored with its request, not sent yet
     "settle:after_history",  # (built-in store) settled payment in history, still in the queue
     "migrate:after_batch",   # (built-in store) a batch of old history copied, more to come
     "migrate:before_unlink", # (built-in store) an old file copied, not yet deleted

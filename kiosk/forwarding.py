@@ -212,6 +212,42 @@ class Forwarding:
             current = self.kiosk.store.get(payment_id)
             yield None if payment_id in self._in_flight else current
 
+    @contextmanager
+    def deciding(self, payment_id: str):
+        """The stored copy of ``payment_id`` (``None`` if there is none), once
+        an attempt under way on it has ended, with its in-flight slot held
+        until the block ends: no pass can start sending it while a void or a
+        refund decides and writes."""
+        with self._in_flight_lock:
+            while payment_id in self._in_flight:
+                self._in_flight_lock.wait()
+            self._in_flight.add(payment_id)
+        try:
+            yield self.kiosk.store.get(payment_id)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight.discard(payment_id)
+                self._in_flight_lock.notify_all()
+
+    def look_up_deciding(self, payment: Payment) -> Outcome:
+        """Inside :meth:`deciding`: ask Stripe what became of ``payment``, as an
+        attempt (marked first, durable).  What it found is recorded and told as
+        any attempt's is; ``not_found`` (nothing charged, nothing in flight) is
+        returned with the payment left ``forwarding`` for the caller to settle."""
+        kiosk = self.kiosk
+        previous = states.begin_attempt(payment, kiosk.clock(), self._stripe_now)
+        kiosk.store.save(payment)                        # durable: an attempt has started
+        crash_point("forward:after_mark")
+        outcome = kiosk.sync.lookup(payment)
+        if outcome.kind == "not_found":
+            if outcome.payment_intent:
+                states.intent_found(payment, outcome.payment_intent)
+            return outcome
+        self.record(payment, outcome)
+        kiosk.telling.payment_changed(payment, previous)
+        self._tell(payment, outcome)
+        return outcome
+
     def _attempt(self, payment: Payment, tell: bool, lookup_only: bool = False,
                  at_till: bool = False, lookup_first: bool = False) -> Outcome:
         """``at_till``: the customer is still there (an online sale being
@@ -281,19 +317,25 @@ class Forwarding:
                 delay = outcome.retry_after or self.backoff(payment.attempts)
             states.retry_later(payment, now, outcome.message, delay)
         kiosk.store.save(payment)                        # durable before anyone hears of it
-        if payment.offline and payment.settled:
+        if payment.offline and payment.settled and not payment.is_refund:   # the limits' history counts sales
             name = "offline_forwarded" if payment.state == SUCCEEDED else "offline_declined"
             with self._counters_lock:
                 kiosk.store.set_meta(name, kiosk.store.get_meta(name, 0) + 1)
 
     def _tell(self, payment: Payment, outcome: Outcome) -> None:
         kiosk = self.kiosk
+        if payment.is_refund:           # a refund settles with its own notices
+            if payment.state == SUCCEEDED:
+                kiosk.notify(notices.refunded(payment, kiosk.zone))
+            elif payment.state == FAILED:
+                kiosk.notify(notices.refund_failed(payment, kiosk.zone))
+            return
         if payment.state == SUCCEEDED:
-            kiosk.notify(notices.forwarded(payment))
+            kiosk.notify(notices.forwarded(payment, kiosk.zone))
         elif payment.state == FAILED:
-            kiosk.notify(notices.declined(payment))
+            kiosk.notify(notices.declined(payment, kiosk.zone))
         elif outcome.kind == "declined_for_now":
             left = len(kiosk.config["sync"]["decline_retry_minutes"]) - payment.soft_declines + 1
             reason = f"{outcome.decline_code or 'not finished'} — {outcome.message}"
-            kiosk.notify(notices.declined_for_now(payment, reason, left))
+            kiosk.notify(notices.declined_for_now(payment, reason, left, kiosk.zone))
         # auth_error: told once per pass, in forward(); request_rejected: once per message

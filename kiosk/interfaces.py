@@ -107,8 +107,9 @@ class PaymentStore(Protocol):
     def settled(self, limit: int | None = None) -> Iterable:
         """Settled payments (succeeded, failed, moved), newest first: at most ``limit``.
         May be an iterator: a store holding years of history reads what is
-        asked for, not everything.  A store may also take ``since`` (an ISO
-        8601 UTC time): only payments taken at or after it."""
+        asked for, not everything.  A store may also take ``since`` and
+        ``until`` (ISO 8601 UTC times): only payments taken at or after
+        ``since``, and before ``until``."""
 
     def get_meta(self, name: str, default=None): ...
 

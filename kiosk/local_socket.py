@@ -1,4 +1,5 @@
-"""``kiosk status``, ``queue``, ``notices``, ``sync`` and ``charge`` while
+"""``kiosk status``, ``queue``, ``notices``, ``sync``, ``charge``, ``void``,
+``refund`` and ``report`` while
 ``kiosk run`` holds the queue: the running kiosk listens on a Unix socket in
 its data directory (``kiosk.sock``) and runs those commands itself, on the
 kiosk it already has open, sending back what the command prints and its exit
@@ -18,8 +19,9 @@ What it keeps to:
 - a command's output is exactly what the command prints run on its own
   (the same code runs it); nothing else goes back, and the request's
   arguments are never logged (a contact may be among them);
-- a charge whose caller disconnects carries on and is recorded (``kiosk
-  queue`` shows how it ended): it is never left half-done, never taken twice.
+- a charge, void or refund whose caller disconnects carries on and is
+  recorded (``kiosk queue`` shows how it ended): it is never left
+  half-done, never taken twice.
   The offline prompt reaches the caller's terminal as it does locally; if the
   caller is gone or does not answer, the sale is not confirmed and nothing is
   stored.
@@ -49,7 +51,8 @@ log = logging.getLogger("kiosk.local_socket")
 
 SOCKET_NAME = "kiosk.sock"
 _BINDING = ".kiosk.sock.new"     # bound and made 0600 here, then renamed into place
-COMMANDS = ("status", "queue", "notices", "sync", "charge", "report")
+COMMANDS = ("status", "queue", "notices", "sync", "charge", "report", "void", "refund", "receipt")
+CARRY_ON = ("charge", "void", "refund")      # once begun, finished and recorded even if the caller hangs up
 
 REQUEST_BYTES = 16 * 1024        # the request line; argv of any real command is far smaller
 ANSWER_BYTES = 4 * 1024          # a line the caller typed at a prompt
@@ -402,7 +405,7 @@ class Server:
                 channel.write("err", f"kiosk: error: `kiosk {command}` does not run through the running "
                                      f"kiosk (only {', '.join(COMMANDS)}); stop it first\n")
                 return command, EXIT_USAGE
-            channel.abort_when_gone = command != "charge"
+            channel.abort_when_gone = command not in CARRY_ON
             channel.log_level = logging.DEBUG if args.verbose else logging.WARNING
             args.running, args.argv, args.config_given = _Running(self.kiosk, self.stop), argv, True
             args.config = str(getattr(self.kiosk.config, "path", "") or "")

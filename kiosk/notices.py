@@ -2,14 +2,18 @@
 
 A notice is sent only after the change it reports is durable.  Notices carry
 brand and last 4 for display, never a token or card number; a customer contact
-appears only in decline notices, for follow-up.
+appears only in decline notices, for follow-up.  A time in a message is in the
+kiosk's zone (``zone``: ``Kiosk.zone``; the system's when not given), with
+the zone's name; ``at`` stays ISO 8601 UTC.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta, tzinfo
 
+from .local_time import shown_time, system_zone
 from .money import format_amount
-from .payment import Payment, iso, utcnow
+from .payment import Payment, iso, parse_iso, utcnow
 
 # kinds
 APPROVED = "approved"              # online sale charged
@@ -37,6 +41,10 @@ DISK_FULL = "disk_full"            # the data partition refused a write (full, o
 BATTERY_LOW = "battery_low"        # on battery and running low: plug in soon (a power plugin)
 BATTERY_CRITICAL = "battery_critical"  # nearly empty: new sales refused, the kiosk shuts down (a power plugin)
 POWER_RESTORED = "power_restored"  # back on mains power after a battery warning: sales go on (a power plugin)
+RECEIPT = "receipt"                # a receipt was not printed (printer failed or hung): the sale stands, reprint it
+VOIDED = "voided"                  # the vendor voided a sale before it was sent: it is never charged
+REFUNDED = "refunded"              # a refund reached Stripe and succeeded
+REFUND_FAILED = "refund_failed"    # Stripe refused a refund (its reason in the message): nothing was given back
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,10 @@ def _what(payment: Payment) -> str:
             f"{payment.card.brand} •••• {payment.card.last4}")
 
 
+def _taken(payment: Payment, zone: tzinfo | None) -> str:
+    return shown_time(payment.created_at, zone or system_zone())
+
+
 def approved(payment: Payment) -> Notice:
     return Notice(APPROVED, "Approved", _what(payment), "success", payment.public())
 
@@ -69,24 +81,30 @@ def stored_offline(payment: Payment) -> Notice:
                   f"{_what(payment)} — will be sent when back online", "success", payment.public())
 
 
-def forwarded(payment: Payment) -> Notice:
-    return Notice(FORWARDED, "Payment sent", f"{_what(payment)} taken {payment.created_at} "
+def forwarded(payment: Payment, zone: tzinfo | None = None) -> Notice:
+    return Notice(FORWARDED, "Payment sent", f"{_what(payment)} taken {_taken(payment, zone)} "
                   f"settled as {payment.payment_intent}", "success", payment.public())
 
 
-def declined(payment: Payment) -> Notice:
+def declined(payment: Payment, zone: tzinfo | None = None) -> Notice:
     reason = payment.decline_code or "refused"
     contact = f"; customer: {payment.customer}" if payment.customer else "; no customer contact"
     return Notice(DECLINED, "Payment declined — follow up",
-                  f"{_what(payment)} taken {payment.created_at}: {reason} — {payment.message}{contact}",
+                  f"{_what(payment)} taken {_taken(payment, zone)}: {reason} — {payment.message}{contact}",
                   "error", payment.public())
 
 
-def reminder(hours: float, pending: int, deadline_hours: float) -> Notice:
+def reminder(hours: float, pending: int, deadline_hours: float, oldest_taken: str | None = None,
+             zone: tzinfo | None = None) -> Notice:
+    """``oldest_taken``: the oldest payment's ``created_at``; the message then names the
+    time it must be sent by, in the kiosk's zone."""
     left = max(0.0, deadline_hours - hours)
+    taken = parse_iso(oldest_taken)
+    deadline = None if taken is None else taken + timedelta(hours=deadline_hours)   # 24 real hours
+    by = "" if deadline is None else f" (send it by {shown_time(deadline, zone or system_zone())})"
     return Notice(REMINDER, "Go online soon",
                   f"{pending} payment(s) waiting; the oldest is {hours:.0f} h old — "
-                  f"{left:.0f} h left to send it to Stripe", "warning" if left > 2 else "error")
+                  f"{left:.0f} h left to send it to Stripe{by}", "warning" if left > 2 else "error")
 
 
 def limit_reached(message: str) -> Notice:
@@ -103,23 +121,23 @@ def key_missing(message: str) -> Notice:
                   f"{message} — nothing is sent until one is set; payments are kept", "error")
 
 
-def interrupted(payment: Payment) -> Notice:
+def interrupted(payment: Payment, zone: tzinfo | None = None) -> Notice:
     return Notice(INTERRUPTED, "Online sale not confirmed",
-                  f"{_what(payment)} taken {payment.created_at}: Stripe's answer was lost. It is kept and "
+                  f"{_what(payment)} taken {_taken(payment, zone)}: Stripe's answer was lost. It is kept and "
                   "will be settled when Stripe answers — do not charge the card again until then",
                   "warning", payment.public())
 
 
-def offline_interrupted(payment: Payment) -> Notice:
+def offline_interrupted(payment: Payment, zone: tzinfo | None = None) -> Notice:
     return Notice(INTERRUPTED, "Offline sale may not have been shown",
-                  f"{_what(payment)} taken {payment.created_at}: the kiosk stopped just after storing it, perhaps "
+                  f"{_what(payment)} taken {_taken(payment, zone)}: the kiosk stopped just after storing it, perhaps "
                   "before \"approved\" was shown. It is kept and will be charged — do not charge the card again",
                   "warning", payment.public())
 
 
-def declined_for_now(payment: Payment, reason: str, retries_left: int) -> Notice:
+def declined_for_now(payment: Payment, reason: str, retries_left: int, zone: tzinfo | None = None) -> Notice:
     return Notice(DECLINED_FOR_NOW, "Declined for now — will retry",
-                  f"{_what(payment)} taken {payment.created_at}: {reason.rstrip('.')}. The kiosk tries again "
+                  f"{_what(payment)} taken {_taken(payment, zone)}: {reason.rstrip('.')}. The kiosk tries again "
                   f"({retries_left} more {'try' if retries_left == 1 else 'tries'}); nothing to do yet",
                   "warning", payment.public())
 
@@ -164,3 +182,19 @@ def plugin_trouble(line: str) -> Notice:
 def safe_mode(why: str) -> Notice:
     return Notice(SAFE_MODE, "Safe mode", f"{why}: only the built-in plugins are loaded; "
                   "sales and forwarding work as usual", "warning")
+
+
+def voided(payment: Payment, zone: tzinfo | None = None) -> Notice:
+    return Notice(VOIDED, "Sale voided", f"{_what(payment)} taken {_taken(payment, zone)}: never sent, "
+                  "never charged", "success", payment.public())
+
+
+def refunded(refund: Payment, zone: tzinfo | None = None) -> Notice:
+    return Notice(REFUNDED, "Refunded", f"{_what(refund)} given back for the sale {refund.refund_of}"
+                  f" ({refund.refund_id or 'refund'}), asked {_taken(refund, zone)}", "success", refund.public())
+
+
+def refund_failed(refund: Payment, zone: tzinfo | None = None) -> Notice:
+    return Notice(REFUND_FAILED, "Refund refused — nothing given back",
+                  f"{_what(refund)} for the sale {refund.refund_of}, asked {_taken(refund, zone)}: "
+                  f"{refund.message or 'refused'}", "error", refund.public())

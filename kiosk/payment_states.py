@@ -9,13 +9,16 @@ States and the moves allowed between them (``MOVES``)::
     retry later,     a crash cut the attempt short:
     declined for now the next one begins from forwarding
     pending, forwarding ──> moved          (exported: another kiosk forwards it)
+    pending, forwarding ──> voided         (the vendor voided it; Stripe never charged it)
 
-``succeeded``, ``failed`` and ``moved`` are final.  Besides the state, the moves here are
-the only writers of a payment's attempt bookkeeping (``attempts``,
-``next_attempt_at``, ``settled_at``, ``decline_code``, ``message``,
-``last_outcome``, ``soft_declines`` ...) and of the vendor's marks on it
-(``followed_up``, ``interrupted_told``, ``reminded_hours``).  An illegal move
-raises :class:`IllegalMove` and changes nothing.
+``succeeded``, ``failed``, ``moved`` and ``voided`` are final.  A refund
+record (``refund_of`` set) makes the same moves as a sale, voided excepted.
+Besides the state, the moves here are the only writers of a payment's
+attempt bookkeeping (``attempts``, ``next_attempt_at``, ``settled_at``,
+``decline_code``, ``message``, ``last_outcome``, ``soft_declines`` ...), of
+the vendor's marks on it (``followed_up``, ``interrupted_told``,
+``reminded_hours``) and of a sale's reserved refunds (``refunds``).  An
+illegal move raises :class:`IllegalMove` and changes nothing.
 
 This module changes the payment in memory only.  It never stores, notifies or
 calls a plugin: the caller saves the payment (durable) right after the move,
@@ -27,16 +30,18 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from .interfaces import Outcome, Request
-from .payment import FAILED, FORWARDING, LIVE_STATES, MOVED, PENDING, SUCCEEDED, Payment, iso
+from .payment import FAILED, FORWARDING, LIVE_STATES, MOVED, PENDING, SUCCEEDED, VOIDED, Payment, iso
 
 MOVES: dict[str, frozenset[str]] = {
-    PENDING: frozenset({FORWARDING, MOVED}),
+    PENDING: frozenset({FORWARDING, MOVED, VOIDED}),
     # an attempt ends pending (retry later, declined for now) or settled; a crash
-    # between the mark and the answer leaves it forwarding, and the next attempt starts from there
-    FORWARDING: frozenset({FORWARDING, PENDING, SUCCEEDED, FAILED, MOVED}),
+    # between the mark and the answer leaves it forwarding, and the next attempt starts from there;
+    # a void's own lookup (in the held slot) that finds nothing charged ends it voided
+    FORWARDING: frozenset({FORWARDING, PENDING, SUCCEEDED, FAILED, MOVED, VOIDED}),
     SUCCEEDED: frozenset(),
     FAILED: frozenset(),
     MOVED: frozenset(),
+    VOIDED: frozenset(),
 }
 
 
@@ -108,6 +113,8 @@ def answered(payment: Payment, outcome: Outcome) -> None:
     payment.last_outcome = outcome.kind
     if outcome.payment_intent:
         payment.payment_intent = outcome.payment_intent   # every later step acts on that one
+    if outcome.refund and payment.is_refund:
+        payment.refund_id = outcome.refund                # Stripe's refund: what a later lookup names
 
 
 def succeeded(payment: Payment, now: datetime) -> None:
@@ -147,6 +154,24 @@ def moved_out(payment: Payment, now: datetime, note: str) -> None:
     _move(payment, MOVED)
     payment.message, payment.settled_at = note, iso(now)
     payment.next_attempt_at = None
+
+
+def voided(payment: Payment, now: datetime, note: str) -> None:
+    """The vendor voided a sale Stripe never charged (never attempted, refused
+    outright, or just looked up and not found): final, never forwarded; ``note`` says when and why."""
+    if payment.is_refund:
+        raise IllegalMove(f"payment {payment.id}: a refund record is never voided")
+    _move(payment, VOIDED)
+    payment.message, payment.settled_at = note, iso(now)
+    payment.next_attempt_at = None
+
+
+def refund_reserved(sale: Payment, refund_id: str) -> None:
+    """A refund record's id reserved against the sale it refunds, before that record is stored."""
+    _require(sale, (SUCCEEDED,), "reserving a refund")
+    if sale.is_refund:
+        raise IllegalMove(f"payment {sale.id}: a refund of a refund")
+    sale.refunds = [*sale.refunds, refund_id]
 
 
 # -- the vendor's marks ------------------------------------------------------------

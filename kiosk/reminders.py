@@ -31,7 +31,7 @@ class Reminders:
         are crossed at once (the kiosk was off), only the most urgent is sent."""
         kiosk = self.kiosk
         now = kiosk.clock()
-        live = kiosk.store.live()
+        live = [p for p in kiosk.store.live() if not p.is_refund]   # a refund has no 24-hour window
         if not live:
             return []
         with kiosk.forwarding.held(live[0].id) as oldest:      # no attempt starts on it meanwhile
@@ -43,7 +43,7 @@ class Reminders:
                 return []
             states.reminded(oldest, due)
             kiosk.store.save(oldest)                     # durable before the reminder goes out
-        notice = notices.reminder(age, len(live), WINDOW_HOURS)
+        notice = notices.reminder(age, len(live), WINDOW_HOURS, oldest.created_at, kiosk.zone)
         kiosk.notify(notice)
         return [notice]
 

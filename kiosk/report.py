@@ -12,12 +12,17 @@ What each payment of the day counts as (a payment counts once in each line it fi
     declined   refused by the card's bank: at the till (the customer saw it, no
                sale), to follow up, or followed up
     moved      exported to another kiosk, which forwards them
-    voided, refunded, tips   always 0: the kiosk does not take them yet
+    tips       the tips of the sales charged and still pending (part of their amounts)
+    voided     sales voided before they were sent (never charged; not in sales)
+    refunded   refunds that succeeded or are waiting to be sent, on the day the
+               refund was made (a refund is a record of its own, never a sale)
     net        charged, less refunded: what Stripe holds for the day
 
 Reads only the day's payments: the pending queue (bounded by ``max_pending``)
-and the settled ones taken since the day began, a page at a time, newest
-first; memory does not grow with history or with the day.  Never shows a card
+and the settled ones taken that day (``store.settled(since=, until=)``), a
+page at a time, newest first; memory does not grow with history or with the
+day, and a day a year back does not read the year after it.
+:func:`day_report` is what ``kiosk report`` and the Today screen both show.  Never shows a card
 number, token or request; a customer's contact only when asked, and never one
 that looks like a card number.
 """
@@ -25,19 +30,21 @@ from __future__ import annotations
 
 import csv
 import heapq
-from datetime import tzinfo
+import inspect
+from datetime import date, tzinfo
 from typing import Iterable, Iterator, TextIO
 
 from .card_numbers import contains_card_number
-from .local_time import local
+from .local_time import day_bounds, local, zone_name
 from .money import format_amount, to_decimal
-from .payment import FAILED, LIVE_STATES, MOVED, SUCCEEDED, Payment
+from .quick_items import safe_describe
+from .payment import FAILED, LIVE_STATES, MOVED, SUCCEEDED, VOIDED, Payment
 
 # the lines of a currency's totals, in the order shown and in --json (stable keys)
 LINES = ("sales", "online", "offline", "charged", "forwarded", "pending", "declined", "moved",
          "voided", "refunded", "tips")
 DECLINED_KINDS = ("at_till", "to_follow_up", "followed_up")
-NOT_YET_TAKEN = ("voided", "refunded", "tips")      # reported as 0 until the kiosk takes them
+NOT_YET_TAKEN = ()      # lines reported as 0 until the kiosk takes them: none left
 CSV_COLUMNS = ("local_time", "amount", "currency", "state", "offline", "items", "tip", "brand", "last4",
                "payment_intent", "kiosk_id", "payment_id")
 WITHHELD = "(withheld: looks like a card number)"
@@ -54,11 +61,38 @@ def _add(line: dict, amount: int) -> None:
 
 def day_payments(pending: Iterable[Payment], settled: Iterable[Payment], start: str, end: str) -> Iterator[Payment]:
     """The payments taken in ``start <= created_at < end``, newest first.
-    ``settled`` streams newest first from ``start`` on (``store.settled(since=start)``);
+    ``settled`` streams newest first from ``start`` on (:func:`settled_between`);
     ``pending`` is the queue, small enough to sort."""
     queue = sorted((p for p in pending if start <= p.created_at < end), key=_taken, reverse=True)
     later_days_skipped = (p for p in settled if p.created_at < end)
     return heapq.merge(queue, later_days_skipped, key=_taken, reverse=True)
+
+
+def settled_between(store, start: str, end: str | None = None) -> Iterable[Payment]:
+    """``store.settled(since=start, until=end)``, newest first; for a store
+    that takes no ``until`` (or no ``since``) what it does take, and the rest
+    is skipped here."""
+    taken = inspect.signature(store.settled).parameters
+    if "until" in taken and end is not None:
+        return store.settled(None, since=start, until=end)
+    if "since" in taken:
+        return store.settled(None, since=start)
+    return (p for p in store.settled(None) if p.created_at >= start)
+
+
+def payments_of(store, day: date, zone: tzinfo) -> Iterator[Payment]:
+    """Every payment taken on ``day`` in ``zone``, pending and settled, newest first."""
+    start, end = day_bounds(day, zone)
+    return day_payments(store.live(), settled_between(store, start, end), start, end)
+
+
+def day_report(store, day: date, zone: tzinfo) -> dict:
+    """The day's totals, as ``kiosk report --json`` and the Today screen show them:
+    ``{"date", "timezone", "from", "to", "currencies"}`` (``from``/``to``: the day's
+    bounds as stored, ISO 8601 UTC)."""
+    start, end = day_bounds(day, zone)
+    return {"date": day.isoformat(), "timezone": zone_name(zone), "from": start, "to": end,
+            "currencies": totals(payments_of(store, day, zone))}
 
 
 def _taken(payment: Payment) -> str:
@@ -79,12 +113,21 @@ def totals(payments: Iterable[Payment]) -> dict[str, dict]:
         if day is None:
             day = found[p.currency] = {name: _line() for name in LINES}
             day["declined"].update({kind: _line() for kind in DECLINED_KINDS})
+        if p.is_refund:
+            if p.state == SUCCEEDED or p.state in LIVE_STATES:
+                _add(day["refunded"], p.amount)
+            continue
+        if p.state == VOIDED:
+            _add(day["voided"], p.amount)       # the customer changed their mind: no sale
+            continue
         if declined_at_till(p):
             _add(day["declined"], p.amount)
             _add(day["declined"]["at_till"], p.amount)
             continue
         _add(day["sales"], p.amount)
         _add(day["offline" if p.offline else "online"], p.amount)
+        if p.tip and p.state in (SUCCEEDED, *LIVE_STATES) and not p.is_refund:
+            _add(day["tips"], p.tip)        # what the customers gave on top, charged or still to be
         if p.state == SUCCEEDED:
             _add(day["charged"], p.amount)
             if p.offline:
@@ -137,8 +180,10 @@ def write_csv(out: TextIO, payments: Iterable[Payment], zone: tzinfo, kiosk_id: 
     writer.writerow(CSV_COLUMNS + (("customer",) if with_contacts else ()))
     written = 0
     for p in payments:
-        row = [local(p.created_at, zone), str(to_decimal(p.amount, p.currency)), p.currency, p.state,
-               "yes" if p.offline else "no", "", str(to_decimal(0, p.currency)), p.card.brand, p.card.last4,
+        amount = -p.amount if p.is_refund else p.amount      # a refund is money given back
+        row = [local(p.created_at, zone), str(to_decimal(amount, p.currency)), p.currency, p.state,
+               "yes" if p.offline else "no", safe_describe(p.items), str(to_decimal(p.tip, p.currency)),
+               p.card.brand, p.card.last4,
                p.payment_intent or "", _kiosk_of(p, kiosk_id), p.id]
         if with_contacts:
             row.append(_contact(p.customer))

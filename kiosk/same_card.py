@@ -28,7 +28,8 @@ def same_card(stored: Card, read: CardResult) -> bool:
 
 def pending_on_card(live: Iterable[Payment], card: CardResult) -> int:
     """Offline sales on ``card`` not yet forwarded (pending or being forwarded), every currency."""
-    return sum(1 for payment in live if payment.offline and not payment.settled and same_card(payment.card, card))
+    return sum(1 for payment in live if payment.offline and not payment.settled and not payment.is_refund
+               and same_card(payment.card, card))
 
 
 def check_card(pending: int, maximum: int) -> None:

@@ -18,15 +18,47 @@ from .card_numbers import refuse_card_number
 from .faults import crash_point
 from .interfaces import CardResult, ReaderError, StoreAlarm
 from .limits import History, LimitRefused, Limits, Stored, base_limits, check_sale
-from .money import check_amount, currency_code
+from .money import check_amount, currency_code, format_amount
 from .notices import Notice
 from .payment import FAILED, PENDING, SUCCEEDED, Card, Payment, iso, new_payment_id, parse_iso
+from .quick_items import check_items
 from .sale_result import (APPROVED, APPROVED_OFFLINE, CANCELLED, DECLINED, OFFLINE_BECAUSE, REFUSED, UNCONFIRMED,
                           OfflineOffer, SaleResult, check_contact)
 
 from .sale_result import CHARGED_NOT_STORED, KEPT_NOT_CHARGED, MAYBE_STORED, NOT_STORED, SENT_NOT_STORED
 
 log = logging.getLogger("kiosk.engine")     # the engine's log lines keep their name
+
+
+def check_receipt_email(address: str) -> str:
+    """An e-mail address for Stripe's receipt, checked as a customer contact is.
+    ``ValueError`` in one line, never repeating what was typed."""
+    text = str(address).strip()
+    refuse_card_number(text, "receipt e-mail")
+    if "@" not in text:
+        raise ValueError("receipt e-mail is not an e-mail address (name@example.com)")
+    try:
+        return check_contact(text)
+    except ValueError:
+        raise ValueError("receipt e-mail is not an e-mail address (name@example.com)") from None
+
+
+def check_extras(amount: int, currency: str, items: list | None, tip: int,
+                 receipt_email: str | None) -> tuple[list, int, str | None]:
+    """A sale's items, tip and receipt e-mail checked against its ``amount`` (the goods,
+    before the tip); ``ValueError`` (one line) before anything is read or stored."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        check_amount(amount, currency)      # its one line says what is wrong
+    if isinstance(tip, bool) or not isinstance(tip, int) or tip < 0:
+        raise ValueError(f"tip must be a whole number of minor units, 0 or more, not {tip!r}")
+    if items:
+        total = check_items(items)
+        if total != amount:
+            raise ValueError(f"the items add up to {format_amount(total, currency)}, not the amount "
+                             f"{format_amount(amount, currency)}: nothing taken")
+    if receipt_email is not None and str(receipt_email).strip():
+        receipt_email = check_receipt_email(receipt_email)
+    return [dict(entry) for entry in items or ()], tip, receipt_email or None
 
 
 class Selling:
@@ -44,7 +76,7 @@ class Selling:
         kiosk = self.kiosk
         now = kiosk.clock()
         last = parse_iso(kiosk.store.get_meta("last_sync_at") or kiosk.store.get_meta("initialized_at"))
-        live = kiosk.store.live()
+        live = [p for p in kiosk.store.live() if not p.is_refund]           # the limits weigh sales only
         oldest = min((p.created() for p in live), default=None)
         return History(forwarded=kiosk.store.get_meta("offline_forwarded", 0),
                        declined=kiosk.store.get_meta("offline_declined", 0),
@@ -59,7 +91,7 @@ class Selling:
         return kiosk.host.offline_limits(base=base, history=self.history())
 
     def stored(self, currency: str) -> Stored:
-        live = self.kiosk.store.live()
+        live = [p for p in self.kiosk.store.live() if not p.is_refund]     # a refund waiting is not a sale
         return Stored(amount=sum(p.amount for p in live if p.currency == currency), count=len(live))
 
     # -- pausing (a plugin stops new sales: the battery is about to run out) ---
@@ -83,10 +115,13 @@ class Selling:
 
     def take_sale(self, amount: int, currency: str | None = None, *, behavior: str | None = None,
                   confirm=None, customer: str | None = None, card: str | None = None,
-                  cancel: threading.Event | None = None) -> SaleResult:
+                  cancel: threading.Event | None = None, items: list | None = None, tip: int = 0,
+                  receipt_email: str | None = None) -> SaleResult:
         """Take one sale through the reader, unless sales are paused or one
         is already under way (the screen and `kiosk charge` through the
-        running kiosk share one reader and one customer at a time)."""
+        running kiosk share one reader and one customer at a time).
+        ``amount`` is the goods (``items``' total when given), before ``tip``;
+        the card is charged ``amount + tip``."""
         with self._sales:
             if self.paused is not None:
                 return SaleResult(REFUSED, f"{self.paused}; nothing stored", limit="paused")
@@ -96,7 +131,7 @@ class Selling:
             self._under_way += 1
         try:
             return self._take_sale(amount, currency, behavior=behavior, confirm=confirm, customer=customer,
-                                   card=card, cancel=cancel)
+                                   card=card, cancel=cancel, items=items, tip=tip, receipt_email=receipt_email)
         finally:
             with self._sales:
                 self._under_way -= 1
@@ -104,14 +139,16 @@ class Selling:
 
     def _take_sale(self, amount: int, currency: str | None = None, *, behavior: str | None = None,
                    confirm=None, customer: str | None = None, card: str | None = None,
-                   cancel: threading.Event | None = None) -> SaleResult:
+                   cancel: threading.Event | None = None, items: list | None = None, tip: int = 0,
+                   receipt_email: str | None = None) -> SaleResult:
         """Take one sale through the reader.  ``confirm(offer) -> bool`` is asked
         before an offline sale in ``prefer_online``; without it the sale is refused.
         It is asked again, with ``offer.same_card`` set, once the card is read
         if that card already has offline sales waiting."""
         kiosk = self.kiosk
         currency = currency_code(currency or kiosk.config.currency)
-        check_amount(amount, currency)
+        items, tip, receipt_email = check_extras(amount, currency, items, tip, receipt_email)
+        amount = check_amount(amount + tip, currency)   # limits, the guard and the card: the whole charge
         configured = kiosk.config["kiosk"]["offline_behavior"]
         if behavior == "force_offline" and configured == "require_online":
             # `kiosk charge --offline` (or any caller) may not store what the vendor chose never to store
@@ -163,7 +200,8 @@ class Selling:
                 if offer.customer != customer:
                     customer = check_contact(offer.customer) if offer.customer else None
         try:
-            payment = self.store_sale(amount, currency, offline, card_result, customer)
+            payment = self.store_sale(amount, currency, offline, card_result, customer,
+                                      items=items, tip=tip, receipt_email=receipt_email)
         except (StoreAlarm, OSError) as exc:
             trouble = self.disk_trouble(exc)
             if trouble is None:
@@ -216,13 +254,16 @@ class Selling:
             return SaleResult(REFUSED, str(exc), limit=exc.which)
         return pending
 
-    def store_sale(self, amount, currency, offline, card: CardResult, customer) -> Payment:
+    def store_sale(self, amount, currency, offline, card: CardResult, customer, *, items=None, tip: int = 0,
+                   receipt_email: str | None = None) -> Payment:
+        """``amount`` is the whole charge, ``tip`` included."""
         kiosk = self.kiosk
         payment = Payment(id=new_payment_id(), amount=amount, currency=currency,
                           created_at=iso(kiosk.clock()), offline=offline,
                           card=Card(card.brand, card.last4, card.exp_month, card.exp_year),
                           token=card.token, reader=kiosk.reader.info().name, customer=customer,
-                          unshown=offline)     # in the same write: cleared once "approved" has been shown
+                          unshown=offline,     # in the same write: cleared once "approved" has been shown
+                          items=list(items or ()), tip=tip, receipt_email=receipt_email)
         states.prepared(payment, kiosk.sync.prepare(payment))
         kiosk.store.add(payment)                         # durable: key and request before any attempt
         kiosk.telling.payment_changed(payment, None)
@@ -305,7 +346,7 @@ class Selling:
         # Stripe's answer is lost and the lookup could not settle it: the vendor must know
         states.told_interrupted(payment)
         kiosk.store.save(payment)
-        kiosk.notify(notices.interrupted(payment))
+        kiosk.notify(notices.interrupted(payment, kiosk.zone))
         return SaleResult(UNCONFIRMED, "not confirmed: Stripe did not answer. The sale is kept and will be "
                                        "settled when Stripe answers — do not charge the card again until then",
                           payment)
@@ -338,8 +379,8 @@ class Selling:
         Tell the vendor once, before it is settled, so the card is not taken again."""
         kiosk = self.kiosk
         for payment in kiosk.store.live():
-            if payment.interrupted_told or (payment.offline and not payment.unshown):
-                continue
+            if payment.interrupted_told or (payment.offline and not payment.unshown) or payment.is_refund:
+                continue        # (a refund is sent by the next pass, and its own notice tells how it ended)
             states.told_interrupted(payment)
             try:
                 kiosk.store.save(payment)
@@ -347,4 +388,5 @@ class Selling:
                 if disk_space.disk_trouble(exc, kiosk.config.data_dir) is None:
                     raise
                 # a full disk must not stop the kiosk opening: told now, and again at the next start
-            kiosk.notify(notices.offline_interrupted(payment) if payment.offline else notices.interrupted(payment))
+            kiosk.notify(notices.offline_interrupted(payment, kiosk.zone) if payment.offline
+                         else notices.interrupted(payment, kiosk.zone))

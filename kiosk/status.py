@@ -105,14 +105,11 @@ class Health:
         kiosk = self.kiosk
         online = kiosk.check_online() if check else self.online
         now = kiosk.clock()
-        live = kiosk.store.live()
-        by_currency: dict[str, dict] = {}
-        for p in live:
-            entry = by_currency.setdefault(p.currency, {"count": 0, "amount": 0})
-            entry["count"] += 1
-            entry["amount"] += p.amount
-        for code, entry in by_currency.items():
-            entry["formatted"] = format_amount(entry["amount"], code)
+        queue = kiosk.store.live()
+        # a refund waiting to be sent is money going back: not a sale, not held against the offline limits
+        live = [p for p in queue if not p.is_refund]
+        by_currency = _by_currency(live)
+        refunds = [p for p in queue if p.is_refund]
         oldest = min((p.created() for p in live), default=None)
         settled_count = optional(kiosk.store, "PaymentStore", "settled_count")
         currencies = sorted({kiosk.config.currency, *by_currency, *kiosk.config["limits"]["currencies"]})
@@ -132,6 +129,7 @@ class Health:
             "online": online,
             "offline_behavior": kiosk.config["kiosk"]["offline_behavior"],
             "pending": {"count": len(live), "by_currency": by_currency},
+            "refunds_pending": {"count": len(refunds), "by_currency": _by_currency(refunds)},
             "oldest_pending_at": iso(oldest),
             "oldest_pending_age_hours": None if oldest is None else round((now - oldest).total_seconds() / 3600, 3),
             "window_hours_left": None if oldest is None else round(max(0.0, WINDOW_HOURS - (now - oldest).total_seconds() / 3600), 3),
@@ -155,3 +153,14 @@ class Health:
                     continue
                 status[key] = value
         return status
+
+
+def _by_currency(payments) -> dict[str, dict]:
+    totals: dict[str, dict] = {}
+    for p in payments:
+        entry = totals.setdefault(p.currency, {"count": 0, "amount": 0})
+        entry["count"] += 1
+        entry["amount"] += p.amount
+    for code, entry in totals.items():
+        entry["formatted"] = format_amount(entry["amount"], code)
+    return totals

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from datetime import datetime
+from datetime import date, datetime, tzinfo
 from typing import Callable
 
 from .config import Config
@@ -19,6 +19,7 @@ from .interfaces import PaymentStore, Readiness
 from .limits import Limits
 from .notices import Notice
 from .payment import Payment
+from .refunding import RefundResult
 from .sale_result import OfflineOffer, SaleResult
 
 
@@ -68,10 +69,12 @@ class KioskView:
 
     def take_sale(self, amount: int, currency: str | None = None, *, behavior: str | None = None,
                   confirm: Callable[[OfflineOffer], bool] | None = None, customer: str | None = None,
-                  card: str | None = None, cancel: threading.Event | None = None) -> SaleResult:
-        """Take one sale through the reader (see :meth:`kiosk.engine.Kiosk.take_sale`)."""
+                  card: str | None = None, cancel: threading.Event | None = None, items: list | None = None,
+                  tip: int = 0, receipt_email: str | None = None) -> SaleResult:
+        """Take one sale through the reader (see :meth:`kiosk.engine.Kiosk.take_sale`): ``amount``
+        is the goods (``items``' total when given), the card is charged ``amount + tip``."""
         return self._kiosk.take_sale(amount, currency, behavior=behavior, confirm=confirm, customer=customer,
-                                     card=card, cancel=cancel)
+                                     card=card, cancel=cancel, items=items, tip=tip, receipt_email=receipt_email)
 
     def effective_limits(self, currency: str) -> Limits | None:
         """The offline limits in force now for ``currency`` (``None``: no offline sales)."""
@@ -140,6 +143,41 @@ class KioskView:
     def mark_followed_up(self, payment_id: str) -> Payment:
         """The vendor dealt with a failed payment; ``ValueError`` if there is none."""
         return self._kiosk.mark_followed_up(payment_id)
+
+    def void(self, payment_id: str) -> RefundResult:
+        """Void a sale not yet charged: it is never forwarded.  One being forwarded is
+        waited for; one already charged is refunded instead.  Network: call it off your UI thread."""
+        return self._kiosk.void(payment_id)
+
+    def refund(self, payment_id: str, amount: int | None = None) -> RefundResult:
+        """Refund ``amount`` minor units (default: all that is left) of a charged sale;
+        kept and sent later when offline.  Network: call it off your UI thread."""
+        return self._kiosk.refund(payment_id, amount)
+
+    def refundable(self, payment_id: str) -> int:
+        """Minor units of a sale still refundable (0 if none: not charged, or refunded in full)."""
+        return self._kiosk.refundable(payment_id)
+
+    def print_receipt(self, payment_id: str) -> str | None:
+        """Print a payment's receipt again (waits for the printer, up to 30 s: call it
+        off your UI thread): ``None`` once printed, else one line saying why not."""
+        return self._kiosk.print_receipt(payment_id)
+
+    def receipt_printer_ready(self) -> bool:
+        """A receipt printer is set up, so "Reprint" can be offered (no hardware is asked)."""
+        return self._kiosk.receipt_printer_ready()
+
+    @property
+    def zone(self) -> tzinfo:
+        """The kiosk's time zone (``[kiosk] timezone``, or the system's): show
+        every time in it (:func:`kiosk.short_time`, :func:`kiosk.shown_time`)."""
+        return self._kiosk.zone
+
+    def day_report(self, day: date | None = None) -> dict:
+        """A day's totals per currency, as ``kiosk report --json`` has them:
+        ``{"date", "timezone", "from", "to", "currencies"}``; ``day`` in the
+        kiosk's zone, today when not given."""
+        return self._kiosk.day_report(day)
 
     def recent_notices(self) -> list[Notice]:
         """The last notices sent (up to 50), oldest first: for a screen that opens late."""

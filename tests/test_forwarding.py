@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from urllib.parse import unquote
 
+from kiosk.local_time import shown_time
 from kiosk.payment import FAILED, FORWARDING, PENDING, SUCCEEDED
 
 from conftest import write_config
@@ -54,7 +55,8 @@ def test_declines_fail_with_code_and_a_detailed_notice(tmp_path, fake_stripe, op
     assert stored.payment_intent == fake_stripe.intents_for(payment.id)[0]["id"]
     [notice] = [n for n in kiosk.store.notices() if n["kind"] == "declined"]
     assert notice["level"] == "error"
-    for detail in (code, "$10.00", payment.card.last4, "+44 20 7946 0958", payment.created_at):
+    taken = shown_time(payment.created_at, kiosk.zone)       # in the kiosk's zone, as the vendor reads it
+    for detail in (code, "$10.00", payment.card.last4, "+44 20 7946 0958", taken):
         assert detail in notice["message"]
     assert kiosk.store.get_meta("offline_declined") == 1
 

@@ -1,0 +1,215 @@
+"""Void and refund: taking back a sale the customer changed their mind about.
+
+- A **void** settles a sale Stripe never charged as ``voided`` (durable before
+  anyone hears of it), so it is never forwarded.  A sale being forwarded at
+  that moment is waited for, and the void acts on what the attempt came to; a
+  sale whose last answer was lost is looked up at Stripe first.  A sale that
+  turns out charged is refunded instead.
+- A **refund** of a charged sale is a record of its own in the live queue
+  (``refund_of`` names the sale), stored, forwarded, looked up and settled by
+  the same machinery as a sale (:mod:`kiosk.forwarding`), so it is sent
+  exactly once.  Taken offline, it waits for the next pass.
+
+Rules it keeps: one void or refund decision at a time (``_deciding``); what
+is still refundable is the sale's amount less its refund records that exist
+and did not fail -- never more is asked back, in total; each step is durable
+before the next: the refund record's id is reserved on the sale, then the
+record is stored with its prepared request, then it is sent.  A reserved id
+whose record was never stored (a power cut in between) counts as nothing.
+
+It never changes a payment except through :mod:`kiosk.payment_states`, never
+sends a refund its sync plugin did not declare it can send (``refunds``), and
+never holds a card number: a refund record carries the sale's brand and last
+4, and no token.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from . import notices
+from . import payment_states as states
+from .faults import crash_point
+from .interfaces import optional
+from .money import format_amount
+from .payment import FAILED, MOVED, SUCCEEDED, VOIDED, Card, Payment, iso, new_payment_id
+
+log = logging.getLogger("kiosk.refunding")
+
+VOIDED_STATUS, REFUNDED, REFUND_QUEUED, REFUSED, UNCONFIRMED = (
+    "voided", "refunded", "refund_queued", "refused", "unconfirmed")
+STATUSES = (VOIDED_STATUS, REFUNDED, REFUND_QUEUED, REFUSED, UNCONFIRMED)
+CHARGED_INSTEAD = "it was already charged: refunded instead"
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    """What a void or refund came to.
+
+    - ``voided``: the sale is settled voided (or already was); never charged.
+    - ``refunded``: Stripe refunded it; ``payment`` is the refund record.
+    - ``refund_queued``: the refund is stored and sent by the next forwarding
+      pass (offline, or Stripe did not answer); a notice tells how it ends.
+    - ``refused``: nothing done; ``message`` says why (Stripe's reason when
+      Stripe refused the refund: then ``payment`` is the failed refund record).
+    - ``unconfirmed``: Stripe could not say whether the sale was charged;
+      nothing changed: try again when it answers.
+    """
+    status: str
+    message: str                    # one line for the vendor
+    payment: Payment | None = None  # the voided sale or the refund record
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (VOIDED_STATUS, REFUNDED, REFUND_QUEUED)
+
+
+class Refunding:
+    def __init__(self, kiosk):
+        self.kiosk = kiosk
+        self._deciding = threading.Lock()     # one void or refund decision at a time
+
+    # -- how much is left ----------------------------------------------------------
+
+    def refundable(self, payment_id: str) -> int:
+        """Minor units of ``payment_id`` still refundable (0 when it is not a charged sale)."""
+        sale = self.kiosk.store.get(payment_id)
+        if sale is None or sale.is_refund or sale.state != SUCCEEDED:
+            return 0
+        return self._left(sale)
+
+    def _left(self, sale: Payment) -> int:
+        # a reserved id with no record (a power cut before it was stored) counts as nothing
+        records = (self.kiosk.store.get(refund_id) for refund_id in sale.refunds)
+        taken = sum(r.amount for r in records if r is not None and r.state != FAILED)
+        return max(0, sale.amount - taken)
+
+    # -- void ------------------------------------------------------------------------
+
+    def void(self, payment_id: str) -> RefundResult:
+        """Void a sale not yet charged; a charged one is refunded instead (what is left of it)."""
+        kiosk = self.kiosk
+        with self._deciding, kiosk.forwarding.deciding(payment_id) as sale:
+            result = self._void(payment_id, sale)
+        return self._send(result)
+
+    def _void(self, payment_id: str, sale: Payment | None) -> RefundResult:
+        kiosk = self.kiosk
+        refused = self._not_a_sale(payment_id, sale)
+        if refused is not None:
+            return refused
+        if sale.state == VOIDED:
+            return RefundResult(VOIDED_STATUS, f"{payment_id} already voided", sale)
+        if sale.state == MOVED:
+            return RefundResult(REFUSED, f"{payment_id} moved to another kiosk ({sale.message}): void it there")
+        if sale.state == FAILED:
+            return RefundResult(REFUSED, f"{payment_id} declined: nothing to void", sale)
+        if sale.state == SUCCEEDED:
+            return self._refund(sale, None, because=CHARGED_INSTEAD)
+        if states.outcome_unknown(sale):
+            # an attempt was made and its answer lost: only Stripe can say whether it was charged
+            if not kiosk.check_online():
+                return RefundResult(REFUSED, f"{payment_id} may already be charged at Stripe: void it when "
+                                             "online", sale)
+            outcome = kiosk.forwarding.look_up_deciding(sale)
+            if sale.state == SUCCEEDED:
+                return self._refund(sale, None, because=CHARGED_INSTEAD)
+            if sale.state == FAILED:
+                return RefundResult(REFUSED, f"{payment_id} declined: nothing to void", sale)
+            if outcome.kind not in ("not_found", "declined_for_now"):
+                return RefundResult(UNCONFIRMED, f"Stripe did not say whether {payment_id} was charged "
+                                                 f"({outcome.message or outcome.kind}): nothing voided; "
+                                                 "try again when it answers", sale)
+        previous = sale.state
+        states.voided(sale, kiosk.clock(), "voided by the vendor before it was sent")   # settled_at says when
+        kiosk.store.save(sale)                          # durable before anyone hears of it
+        kiosk.telling.payment_changed(sale, previous)
+        kiosk.notify(notices.voided(sale, kiosk.zone))
+        return RefundResult(VOIDED_STATUS, f"voided {format_amount(sale.amount, sale.currency)} "
+                                           f"{sale.card.brand} •••• {sale.card.last4}: it will never be charged",
+                            sale)
+
+    # -- refund ----------------------------------------------------------------------
+
+    def refund(self, payment_id: str, amount: int | None = None) -> RefundResult:
+        """Refund ``amount`` (minor units; default all that is left) of a charged sale."""
+        kiosk = self.kiosk
+        with self._deciding, kiosk.forwarding.deciding(payment_id) as sale:
+            refused = self._not_a_sale(payment_id, sale)
+            if refused is None and sale.state != SUCCEEDED:
+                refused = RefundResult(REFUSED, {
+                    VOIDED: f"{payment_id} was voided: nothing was charged",
+                    FAILED: f"{payment_id} was declined: nothing was charged",
+                    MOVED: f"{payment_id} moved to another kiosk: refund it there",
+                }.get(sale.state, f"{payment_id} is not settled yet (Stripe's answer was lost): void it instead, "
+                                  "the kiosk asks Stripe first" if states.outcome_unknown(sale) else
+                      f"{payment_id} is not sent yet: void it instead"), sale)
+            result = refused or self._refund(sale, amount)
+        return self._send(result)
+
+    def _not_a_sale(self, payment_id: str, sale: Payment | None) -> RefundResult | None:
+        if sale is None:
+            return RefundResult(REFUSED, f"no payment {payment_id} on this kiosk")
+        if sale.is_refund:
+            return RefundResult(REFUSED, f"{payment_id} is a refund (of {sale.refund_of}), not a sale", sale)
+        return None
+
+    def _refund(self, sale: Payment, amount: int | None, because: str = "") -> RefundResult:
+        """Reserve, then store, a refund record (each durable); sent by :meth:`_send`."""
+        kiosk = self.kiosk
+        prefix = f"{because}; " if because else ""
+        but = "it was already charged, but " if because else ""     # a void that cannot become a refund
+        if not optional(kiosk.sync, "Forwarder", "refunds"):
+            return RefundResult(REFUSED, f"{but}the sync plugin ({kiosk.sync.name}) cannot send refunds: "
+                                         "refund it in Stripe's Dashboard", sale)
+        if not sale.payment_intent:
+            return RefundResult(REFUSED, f"{but}{sale.id} has no PaymentIntent recorded: refund it in Stripe's "
+                                         "Dashboard", sale)
+        left = self._left(sale)
+        what = format_amount(sale.amount, sale.currency)
+        if left <= 0:
+            return RefundResult(REFUSED, f"{but}{sale.id} ({what}) is already refunded in full", sale)
+        amount = left if amount is None else amount
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            return RefundResult(REFUSED, f"a refund is a whole number of minor units, not {amount!r}", sale)
+        if amount <= 0:
+            return RefundResult(REFUSED, f"a refund must be more than {format_amount(0, sale.currency)}", sale)
+        if amount > left:
+            return RefundResult(REFUSED, f"at most {format_amount(left, sale.currency)} of {sale.id} ({what}) is "
+                                         f"left to refund, not {format_amount(amount, sale.currency)}", sale)
+        online = kiosk.check_online()
+        record = Payment(id=new_payment_id(), amount=amount, currency=sale.currency,
+                         created_at=iso(kiosk.clock()), offline=not online,
+                         card=Card(**sale.card.__dict__), token="", reader=sale.reader,
+                         payment_intent=sale.payment_intent, refund_of=sale.id)
+        states.prepared(record, kiosk.sync.prepare(record))     # no I/O: a bad record reserves nothing
+        states.refund_reserved(sale, record.id)
+        kiosk.store.save(sale)                          # durable: the id is reserved against the sale
+        crash_point("refund:after_reserve")
+        kiosk.store.add(record)                         # durable: key and request before any attempt
+        crash_point("refund:after_store")
+        kiosk.telling.payment_changed(record, None)
+        return RefundResult(REFUND_QUEUED, prefix, record)
+
+    def _send(self, result: RefundResult) -> RefundResult:
+        """A refund record just stored is sent now when Stripe is reachable (outside
+        the decision: another may be decided meanwhile); anything else is as it is."""
+        record = result.payment
+        if result.status != REFUND_QUEUED or record is None:
+            return result
+        kiosk = self.kiosk
+        prefix = result.message
+        what = f"{format_amount(record.amount, record.currency)} to {record.card.brand} •••• {record.card.last4}"
+        if record.offline:
+            return RefundResult(REFUND_QUEUED, f"{prefix}offline: the refund of {what} is kept and sent once "
+                                               "Stripe is reachable (a notice tells how it ends)", record)
+        kiosk.forward_one(record)                       # told through the refund's own notices
+        record = kiosk.store.get(record.id) or record
+        if record.state == SUCCEEDED:
+            return RefundResult(REFUNDED, f"{prefix}refunded {what} ({record.refund_id or 'refund'})", record)
+        if record.state == FAILED:
+            return RefundResult(REFUSED, f"{prefix}Stripe refused the refund of {what}: "
+                                         f"{record.message or 'refused'}", record)
+        return RefundResult(REFUND_QUEUED, f"{prefix}Stripe did not answer: the refund of {what} is kept and sent "
+                                           "by the next pass (a notice tells how it ends)", record)
