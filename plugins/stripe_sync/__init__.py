@@ -10,6 +10,11 @@ PaymentIntent, every later step (another try of the card, a cancel, a
 capture) acts on that PaymentIntent and never creates a second one: a
 PaymentIntent succeeds at most once, whatever becomes of idempotency keys.
 
+A refund record (``payment.refund_of`` set) becomes one Refund of the sale's
+PaymentIntent, under its own key and tagged with its own
+``metadata.kiosk_payment_id``: looked up among that PaymentIntent's refunds
+before any resend, so money goes back once.
+
 The request shapes are in :mod:`.request`, what each answer means in
 :mod:`.answers`, "ready to sell offline?" in :mod:`.readiness`.
 
@@ -49,7 +54,7 @@ if hasattr(stripe, "_util"):
     stripe._util.STRIPE_LOG = None  # in case stripe was imported before us
 logging.getLogger("stripe").setLevel(logging.WARNING)   # its debug lines carry request bodies
 
-from kiosk import Outcome, Request, Setting, hookimpl, parse_iso, to_stripe_amount
+from kiosk import Outcome, Request, Setting, describe_items, hookimpl, parse_iso, to_stripe_amount
 
 from . import answers, readiness
 from . import request as shape
@@ -122,6 +127,7 @@ class Pace:
 
 class StripeForwarder:
     name = "stripe"
+    refunds = True      # prepare/send/lookup/reconcile take refund records too
 
     def __init__(self, settings: dict, kiosk_id: str):
         self.settings = settings
@@ -267,21 +273,42 @@ class StripeForwarder:
     # -- one payment ----------------------------------------------------------
 
     def prepare(self, payment) -> Request:
+        if payment.refund_of:
+            return self._prepare_refund(payment)
         metadata = {"kiosk_payment_id": payment.id, "kiosk_id": self.kiosk_id}
         if payment.offline:
             metadata["offline_stored_at"] = payment.created_at
+        if payment.tip:         # in Stripe's units, as `amount` is
+            metadata["kiosk_tip"] = str(to_stripe_amount(payment.tip, payment.currency))
+        if payment.items:
+            metadata["kiosk_items"] = describe_items(payment.items, shape.METADATA_VALUE_MAX)
         params = shape.create_params(amount=to_stripe_amount(payment.amount, payment.currency),
-                                     currency=payment.currency, token=payment.token, metadata=metadata)
+                                     currency=payment.currency, token=payment.token, metadata=metadata,
+                                     description=describe_items(payment.items, shape.DESCRIPTION_MAX),
+                                     receipt_email=payment.receipt_email)
         return Request(idempotency_key=shape.idempotency_key(payment.id), params=params)
+
+    def _prepare_refund(self, refund) -> Request:
+        if not refund.payment_intent:
+            # only a sale Stripe charged can be refunded: the core voids one it never sent
+            raise ValueError(f"refund {refund.id}: the sale {refund.refund_of} has no PaymentIntent to refund")
+        metadata = {"kiosk_payment_id": refund.id, "kiosk_refund_of": refund.refund_of, "kiosk_id": self.kiosk_id}
+        params = shape.refund_params(payment_intent=refund.payment_intent,
+                                     amount=to_stripe_amount(refund.amount, refund.currency), metadata=metadata)
+        return Request(idempotency_key=shape.idempotency_key(refund.id), params=params)
 
     def upgrade(self, payment) -> Request | None:
         """A request stored by an earlier release, in today's shape (same key)."""
+        if payment.refund_of:
+            return None         # refunds are new in this release's shape
         params = shape.upgrade(payment.request or {})
         return None if params is None else Request(idempotency_key=payment.idempotency_key, params=params)
 
     def send(self, payment) -> Outcome:
         if self.client is None:
             return Outcome("auth_error", message=NO_KEY)
+        if payment.refund_of:
+            return self._send_refund(payment)
         if payment.payment_intent:
             # Stripe holds this sale already: carry on with that PaymentIntent, never make another
             return self._continue(payment, payment.payment_intent)
@@ -303,6 +330,30 @@ class StripeForwarder:
         except stripe.StripeError as exc:
             return answers.from_error(exc)
         return self._settle(payment, intent.to_dict(), may_confirm=True)
+
+    def _send_refund(self, refund) -> Outcome:
+        """POST /v1/refunds with the stored request and key: a resend is replayed, never refunded twice."""
+        if refund.refund_id:
+            # Stripe holds this refund already: what it is now is the answer, never a second one
+            return self._lookup_refund(refund)
+        try:
+            self.pace.wait()
+            answer = self.client.v1.refunds.create(
+                params=refund.request, options={"idempotency_key": refund.idempotency_key})
+        except stripe.IdempotencyError:
+            # the key was used with other parameters: whatever that request did is the answer
+            found = self._lookup_refund(refund)
+            if found.kind != "not_found":
+                return found
+            return Outcome("request_rejected", message="Stripe refused the kiosk's refund: its idempotency "
+                                                       "key was used with other parameters")
+        except stripe.InvalidRequestError as exc:
+            return answers.refund_refused(exc, refund.payment_intent) or answers.from_error(exc)
+        except stripe.PermissionError as exc:
+            return answers.refunds_not_permitted(exc)
+        except stripe.StripeError as exc:
+            return answers.from_error(exc)
+        return answers.from_refund(answer.to_dict(), refund.payment_intent)
 
     def _continue(self, payment, intent_id: str) -> Outcome:
         """The next step for a sale whose PaymentIntent Stripe holds."""
@@ -397,6 +448,8 @@ class StripeForwarder:
         API is only eventually consistent, the list is not)."""
         if self.client is None:
             return Outcome("auth_error", message=NO_KEY)
+        if payment.refund_of:
+            return self._lookup_refund(payment)
         if payment.payment_intent:
             try:
                 intent = self._retrieve(payment.payment_intent)
@@ -422,24 +475,80 @@ class StripeForwarder:
         # a decline this kiosk never heard of is recorded as it was, final or not
         return answers.uncounted_decline(best, payment.declined_attempt) or answers.from_intent(best)
 
+    def _lookup_refund(self, refund) -> Outcome:
+        """What Stripe did with a refund record: its Refund when the id is
+        known, else the sale's refunds matched on ``metadata.kiosk_payment_id``."""
+        try:
+            if refund.refund_id:
+                self.pace.wait()
+                found = [self.client.v1.refunds.retrieve(refund.refund_id).to_dict()]
+            else:
+                found = [r for r in self._refunds_of(refund.payment_intent)
+                         if (r.get("metadata") or {}).get("kiosk_payment_id") == refund.id]
+        except stripe.PermissionError as exc:
+            return answers.refunds_not_permitted(exc)
+        except stripe.StripeError as exc:
+            return self._lookup_failed(exc)
+        if not found:
+            return Outcome("not_found")
+        if len(found) > 1:
+            log.error("refund %s has %d refunds at Stripe: %s", refund.id, len(found),
+                      ", ".join(r["id"] for r in found))
+        best = next((r for r in found if r.get("status") in ("succeeded", "pending")), found[0])
+        return answers.from_refund(best, refund.payment_intent)
+
+    def _refunds_of(self, intent_id: str):
+        """Every refund of one PaymentIntent, newest first, 100 a page."""
+        params = shape.refund_list_params(intent_id)
+        while True:
+            self.pace.wait()
+            page = self.client.v1.refunds.list(params=params)
+            data = [refund.to_dict() for refund in page.data]
+            yield from data
+            if not page.has_more or not data:
+                return
+            params = shape.refund_list_params(intent_id, starting_after=data[-1]["id"])
+
     def reconcile(self, payments) -> set[str] | None:
         """The ids among ``payments`` (never sent by this kiosk) that Stripe
         already holds a PaymentIntent for: a data directory restored from an
         older copy, after Stripe forgot the idempotency keys, would otherwise
         charge them again.  One list of the PaymentIntents created since the
         oldest of them was taken (less the lookup margin), 100 a page, by
-        creation time; None if Stripe could not be asked."""
+        creation time; for refund records, one list of refunds per sale
+        refunded; None if Stripe could not be asked."""
         if self.client is None or not payments:
             return set()
-        wanted = {p.id for p in payments}
-        since = int(min(parse_iso(p.created_at).timestamp() for p in payments)
-                    - self.settings["lookup_margin_minutes"] * 60)
+        sales = [p for p in payments if not p.refund_of]
+        refunds = [p for p in payments if p.refund_of]
+        held: set[str] = set()
         try:
-            return {pid for i in self._intents_since(since)
-                    if (pid := (i.get("metadata") or {}).get("kiosk_payment_id")) in wanted}
+            if sales:
+                wanted = {p.id for p in sales}
+                since = int(min(parse_iso(p.created_at).timestamp() for p in sales)
+                            - self.settings["lookup_margin_minutes"] * 60)
+                held |= {pid for i in self._intents_since(since)
+                         if (pid := (i.get("metadata") or {}).get("kiosk_payment_id")) in wanted}
+            if refunds:
+                # refund records: one list per sale refunded (a refund list cannot filter on metadata)
+                held |= self._refunds_held(refunds)
         except stripe.StripeError as exc:
             log.warning("could not ask Stripe which payments it already holds: %s", answers.from_error(exc).message)
             return None
+        return held
+
+    def _refunds_held(self, refunds) -> set[str]:
+        wanted = {p.id for p in refunds}
+        held: set[str] = set()
+        try:
+            for intent_id in sorted({p.payment_intent for p in refunds if p.payment_intent}):
+                held |= {pid for r in self._refunds_of(intent_id)
+                         if (pid := (r.get("metadata") or {}).get("kiosk_payment_id")) in wanted}
+        except stripe.PermissionError:
+            # a key that may not read refunds cannot have made any: sending them is refused (403) too
+            log.warning("the Stripe key may not read refunds: refund records wait for Refunds: Write")
+            return set()
+        return held
 
     def _intents_since(self, since: int):
         """Every PaymentIntent created at or after ``since`` (unix), newest first, a page at a time."""

@@ -17,8 +17,20 @@ API_VERSION = "2026-10-28.endive"
 CARD_ONLY = ["card"]
 
 
-def create_params(*, amount: int, currency: str, token: str, metadata: dict) -> dict:
-    """POST /v1/payment_intents: create and confirm at once with the reader's token."""
+# Stripe's limits: a PaymentIntent's description, and any one metadata value
+DESCRIPTION_MAX, METADATA_VALUE_MAX = 1000, 500
+
+
+def create_params(*, amount: int, currency: str, token: str, metadata: dict, description: str = "",
+                  receipt_email: str | None = None) -> dict:
+    """POST /v1/payment_intents: create and confirm at once with the reader's token.
+    ``description`` (what was sold) and ``receipt_email`` (Stripe e-mails its receipt
+    once the payment succeeds) only when there are some: a bare sale's request is unchanged."""
+    extras: dict = {}
+    if description:
+        extras["description"] = description[:DESCRIPTION_MAX]
+    if receipt_email:
+        extras["receipt_email"] = receipt_email
     return {
         "amount": amount,
         "currency": currency,
@@ -28,6 +40,7 @@ def create_params(*, amount: int, currency: str, token: str, metadata: dict) -> 
         # fail the attempt instead of leaving it waiting for 3-D Secure: nobody is there to authenticate
         "error_on_requires_action": True,
         "metadata": metadata,
+        **extras,
     }
 
 
@@ -44,6 +57,23 @@ def cancel_params() -> dict:
 def list_params(since: int, starting_after: str | None = None) -> dict:
     """GET /v1/payment_intents: the lookup of an attempt whose answer was lost."""
     params: dict = {"limit": 100, "created": {"gte": since}}
+    if starting_after:
+        params["starting_after"] = starting_after
+    return params
+
+
+# Stripe's own words for a refund the customer asked for (RefundCreateParams.reason)
+REFUND_REASON = "requested_by_customer"
+
+
+def refund_params(*, payment_intent: str, amount: int, metadata: dict) -> dict:
+    """POST /v1/refunds: give back ``amount`` (Stripe's units) of the sale's PaymentIntent."""
+    return {"payment_intent": payment_intent, "amount": amount, "reason": REFUND_REASON, "metadata": metadata}
+
+
+def refund_list_params(payment_intent: str, starting_after: str | None = None) -> dict:
+    """GET /v1/refunds: a sale's refunds, for the lookup of one whose answer was lost."""
+    params: dict = {"payment_intent": payment_intent, "limit": 100}
     if starting_after:
         params["starting_after"] = starting_after
     return params
@@ -71,8 +101,8 @@ def upgrade(params: dict) -> dict | None:
     change, so the idempotency key stays valid: the old shape (0.1.0 sent
     ``payment_method_types``) was refused by this API version's validation,
     and Stripe saves no idempotent result for a request that failed validation."""
-    if not params.get("amount"):
-        return None              # not a create request of this plugin's: nothing to bring forward
+    if not params.get("amount") or "payment_intent" in params:
+        return None              # not a PaymentIntent create request (a refund's): nothing to bring forward
     if "payment_method_types" not in params and "error_on_requires_action" in params \
             and "allowed_payment_method_types" in params:
         return None
