@@ -120,6 +120,17 @@ def write_config(directory: Path, api_base: str = "http://127.0.0.1:9", **sectio
     return path
 
 
+def open_touchscreen(kiosk, size: tuple[int, int] | None = None):
+    """The touchscreen plugin's display on an opened ``kiosk`` (SDL's dummy
+    driver in tests), at ``size`` (w, h) or the configured one; the caller
+    waits for its first frame (``display.catch_up()``) and closes it."""
+    from kiosk.boot import plugin_settings
+    settings = plugin_settings(kiosk.host, kiosk.config, "touchscreen")
+    if size:
+        settings["display.touchscreen"]["size"] = f"{size[0]}x{size[1]}"
+    return kiosk.host.call_on("touchscreen", "kiosk_open_display", kiosk=kiosk.view, settings=settings)
+
+
 @pytest.fixture(autouse=True)
 def _api_key(monkeypatch):
     monkeypatch.setenv("STRIPE_API_KEY", TEST_KEY)

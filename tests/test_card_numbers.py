@@ -16,9 +16,8 @@ os.environ["SDL_AUDIODRIVER"] = "dummy"
 import pytest  # noqa: E402
 from hypothesis import given, strategies as st  # noqa: E402
 
-from conftest import run_kiosk, write_config  # noqa: E402
+from conftest import run_kiosk, write_config, open_touchscreen  # noqa: E402
 from kiosk import check_contact, contains_card_number  # noqa: E402
-from kiosk.boot import plugin_settings  # noqa: E402
 from kiosk.card_numbers import luhn_ok  # noqa: E402
 
 # Stripe's and the networks' published test numbers (13 to 19 digits), each passing Luhn
@@ -202,8 +201,7 @@ def screen(tmp_path, fake_stripe, open_kiosk):
     def open_screen(language="en"):
         path = write_config(tmp_path, fake_stripe.url, display={"use": "touchscreen"}, kiosk={"language": language})
         kiosk = open_kiosk(path)
-        settings = plugin_settings(kiosk.host, kiosk.config, "touchscreen")
-        display = kiosk.host.call_on("touchscreen", "kiosk_open_display", kiosk=kiosk.view, settings=settings)
+        display = open_touchscreen(kiosk)
         opened.append(display)
         assert display.catch_up()
         return kiosk, display, path

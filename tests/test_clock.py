@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import run_json, run_kiosk, write_config
+from conftest import run_json, run_kiosk, write_config, open_touchscreen
 from kiosk import notices
 from kiosk.clock import AHEAD_OF_STRIPE, BEHIND, META, SAVE_SECONDS, UNCHECKED, KioskClock
 from kiosk.payment import parse_iso
@@ -369,14 +369,12 @@ def test_the_screen_shows_a_banner_while_the_clock_is_not_trusted(tmp_path, fake
                                                                    language, words):
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
-    from kiosk.boot import plugin_settings
     config = write_config(tmp_path, fake_stripe.url, display={"use": "touchscreen"}, kiosk={"language": language})
     kiosk = open_kiosk(config)
     machine = Machine(wall=datetime.now(timezone.utc))
     machine.synced = True
     attach(kiosk, machine)
-    display = kiosk.host.call_on("touchscreen", "kiosk_open_display", kiosk=kiosk.view,
-                                 settings=plugin_settings(kiosk.host, kiosk.config, "touchscreen"))
+    display = open_touchscreen(kiosk)
     try:
         assert display.catch_up()
         assert display.widget("banner_clock") is None

@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import run_json, run_kiosk, write_config
+from conftest import run_json, run_kiosk, write_config, open_touchscreen
+from test_report import Clock
 from kiosk import local_time, report
 from kiosk.payment import SUCCEEDED, Card, Payment, iso, new_payment_id
 
@@ -21,19 +22,6 @@ MORNING = datetime(2026, 6, 15, 9, 0, tzinfo=TOKYO)
 # 2026-11-01 in New York: 01:59:59 EDT is followed by 01:00:00 EST (a 25-hour day)
 FIRST_ONE_THIRTY = datetime(2026, 11, 1, 5, 30, tzinfo=timezone.utc)     # 01:30 EDT
 SECOND_ONE_THIRTY = datetime(2026, 11, 1, 6, 30, tzinfo=timezone.utc)    # 01:30 EST, an hour later
-
-
-class Clock:
-    """The kiosk's system clock and FakeStripe's, moved by the test."""
-
-    def __init__(self, at: datetime):
-        self.at = at
-
-    def now(self) -> datetime:
-        return self.at.astimezone(timezone.utc)
-
-    def unix(self) -> float:
-        return self.at.timestamp()
 
 
 @pytest.fixture
@@ -269,7 +257,6 @@ def test_day_report_is_what_kiosk_report_json_says(tmp_path, fake_stripe, clock,
 
 def test_the_running_screen_shows_the_kiosks_zone_not_the_systems(tmp_path, fake_stripe, clock, open_kiosk,
                                                                   monkeypatch):
-    from kiosk.boot import plugin_settings
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
     assert datetime(2026, 6, 15, tzinfo=timezone.utc).astimezone().utcoffset() != timedelta(hours=9), \
@@ -280,8 +267,7 @@ def test_the_running_screen_shows_the_kiosks_zone_not_the_systems(tmp_path, fake
     clock.at += timedelta(minutes=1)
     kiosk.take_sale(1000, behavior="force_offline")                       # 09:01 JST, 00:01 UTC
     clock.at += timedelta(minutes=7)
-    settings = plugin_settings(kiosk.host, kiosk.config, "touchscreen")
-    display = kiosk.host.call_on("touchscreen", "kiosk_open_display", kiosk=kiosk.view, settings=settings)
+    display = open_touchscreen(kiosk)
     try:
         assert display.catch_up()
         import pygame

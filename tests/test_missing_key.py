@@ -14,8 +14,7 @@ os.environ["SDL_AUDIODRIVER"] = "dummy"
 
 import pytest  # noqa: E402
 
-from conftest import run_json, run_kiosk, write_config  # noqa: E402
-from kiosk.boot import plugin_settings  # noqa: E402
+from conftest import run_json, run_kiosk, write_config, open_touchscreen  # noqa: E402
 
 UNREACHABLE_WORDS = ("unreachable", "cannot be reached", "could not be reached")
 NO_KEY = {"STRIPE_API_KEY": ""}
@@ -133,8 +132,7 @@ def screen(tmp_path, fake_stripe, open_kiosk, monkeypatch):
         path = write_config(tmp_path, fake_stripe.url, display={"use": "touchscreen"},
                             kiosk={"language": language})
         kiosk = open_kiosk(path)
-        settings = plugin_settings(kiosk.host, kiosk.config, "touchscreen")
-        display = kiosk.host.call_on("touchscreen", "kiosk_open_display", kiosk=kiosk.view, settings=settings)
+        display = open_touchscreen(kiosk)
         opened.append(display)
         assert display.catch_up()
         return kiosk, display

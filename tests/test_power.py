@@ -26,7 +26,7 @@ from kiosk.boot import load_host
 from kiosk_builtins.power import plugin as power
 from kiosk_builtins.status_light import plugin as status_light
 
-from conftest import run_kiosk, write_config
+from conftest import run_kiosk, write_config, open_touchscreen
 
 WAIT = 30      # seconds a test waits for a thread it started before failing (never a timing assertion)
 
@@ -411,14 +411,13 @@ def test_the_screen_warns_refuses_with_the_reason_and_clears_on_mains(
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
     pytest.importorskip("pygame")
-    from kiosk.boot import open_kiosk, plugin_settings
+    from kiosk.boot import open_kiosk
     from test_touchscreen import on_screen, tap, type_amount, until
     currency, amount = ("jpy", "1200") if language == "ja" else ("usd", "12.50")
     path = config(tmp_path, fake_stripe, sysfs, display={"use": "touchscreen"},
                   kiosk={"language": language, "currency": currency})
     kiosk = open_kiosk(path, create=True)
-    display = kiosk.host.call_on("touchscreen", "kiosk_open_display", kiosk=kiosk.view,
-                                 settings=plugin_settings(kiosk.host, kiosk.config, "touchscreen"))
+    display = open_touchscreen(kiosk)
     try:
         assert display.catch_up()
         battery(sysfs, 12)

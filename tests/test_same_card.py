@@ -18,9 +18,8 @@ import tomllib  # noqa: E402
 import pytest  # noqa: E402
 import tomli_w  # noqa: E402
 
-from conftest import run_kiosk, write_config  # noqa: E402
+from conftest import run_kiosk, write_config, open_touchscreen  # noqa: E402
 from kiosk import CANCELLED, REFUSED  # noqa: E402
-from kiosk.boot import plugin_settings  # noqa: E402
 from kiosk.interfaces import CardResult  # noqa: E402
 from kiosk.payment import PENDING, SUCCEEDED  # noqa: E402
 from kiosk.same_card import pending_on_card  # noqa: E402
@@ -188,8 +187,7 @@ def screen(tmp_path, fake_stripe, open_kiosk):
         config = guarded_config(tmp_path, fake_stripe.url, display={"use": "touchscreen"},
                                 kiosk={"language": language})
         kiosk = open_kiosk(config)
-        settings = plugin_settings(kiosk.host, kiosk.config, "touchscreen")
-        display = kiosk.host.call_on("touchscreen", "kiosk_open_display", kiosk=kiosk.view, settings=settings)
+        display = open_touchscreen(kiosk)
         opened.append(display)
         assert display.catch_up()
         return kiosk, display

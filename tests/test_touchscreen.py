@@ -21,8 +21,7 @@ from datetime import timedelta  # noqa: E402
 
 import pytest  # noqa: E402
 
-from conftest import ROOT, run_kiosk, write_config  # noqa: E402
-from kiosk.boot import plugin_settings  # noqa: E402
+from conftest import ROOT, run_kiosk, write_config, open_touchscreen  # noqa: E402
 from kiosk.engine import SaleResult  # noqa: E402
 from kiosk.payment import FAILED, PENDING, SUCCEEDED, utcnow  # noqa: E402
 
@@ -52,10 +51,7 @@ def screen(tmp_path, fake_stripe, open_kiosk):
         config = write_config(tmp_path, fake_stripe.url, display={"use": "touchscreen"}, kiosk=kiosk_section,
                               **sections)
         kiosk = open_kiosk(config)
-        settings = plugin_settings(kiosk.host, kiosk.config, "touchscreen")
-        if size:
-            settings["display.touchscreen"]["size"] = f"{size[0]}x{size[1]}"
-        display = kiosk.host.call_on("touchscreen", "kiosk_open_display", kiosk=kiosk.view, settings=settings)
+        display = open_touchscreen(kiosk, size)
         opened.append(display)
         assert display.catch_up()
         return kiosk, display

@@ -15,9 +15,8 @@ os.environ["SDL_AUDIODRIVER"] = "dummy"
 
 import pytest  # noqa: E402
 
-from conftest import run_kiosk, write_config  # noqa: E402
+from conftest import run_kiosk, write_config, open_touchscreen  # noqa: E402
 from kiosk import hookimpl  # noqa: E402
-from kiosk.boot import plugin_settings  # noqa: E402
 from kiosk.payment import FAILED, PENDING, SUCCEEDED, VOIDED  # noqa: E402
 
 pygame = pytest.importorskip("pygame")
@@ -48,10 +47,7 @@ def screen(tmp_path, fake_stripe, open_kiosk):
         kiosk = open_kiosk(config)
         if printer is not None:
             kiosk.host.register(printer, "bench-printer")
-        settings = plugin_settings(kiosk.host, kiosk.config, "touchscreen")
-        if size:
-            settings["display.touchscreen"]["size"] = f"{size[0]}x{size[1]}"
-        display = kiosk.host.call_on("touchscreen", "kiosk_open_display", kiosk=kiosk.view, settings=settings)
+        display = open_touchscreen(kiosk, size)
         opened.append(display)
         assert display.catch_up()
         return kiosk, display, config

@@ -1,0 +1,45 @@
+"""Review of issue 15 (void, refund, receipts, tips): defects shown from outside."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_json, run_kiosk, write_config
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def make_kiosk(folder: Path, fake_stripe, kiosk_id: str) -> Path:
+    folder.mkdir()
+    config = write_config(folder, fake_stripe.url, kiosk={"id": kiosk_id, "offline_behavior": "force_offline"})
+    assert run_kiosk("init", "--config", config).returncode == 0
+    return config
+
+
+def sell(config: Path, amount: str) -> str:
+    result = run_kiosk("charge", amount, "--json", "--config", config)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["payment"]["id"]
+
+
+def test_export_all_with_a_voided_sale_can_be_imported(tmp_path, fake_stripe):
+    """`kiosk export --all` copies voided sales; `kiosk import` must take them, or the
+    pending payments just moved out of this kiosk are stranded in a file no kiosk accepts."""
+    a = make_kiosk(tmp_path / "a", fake_stripe, "stall-a")
+    b = make_kiosk(tmp_path / "b", fake_stripe, "stall-b")
+    passfile = tmp_path / "passphrase"
+    passfile.write_text(PASSPHRASE + "\n")
+    passfile.chmod(0o600)
+    voided, kept = sell(a, "4.00"), sell(a, "6.00")
+    assert run_kiosk("void", voided, "--config", a).returncode == 0
+    file = tmp_path / "move.kexp"
+    result = run_kiosk("export", file, "--passphrase-file", passfile, "--all", "--config", a)
+    assert result.returncode == 0, result.stderr
+    on_a = {p["id"]: p["state"] for p in run_json("queue", "--all", "--config", a)}
+    assert on_a[kept] == "moved"                      # the sale now lives only in the file
+    result = run_kiosk("import", file, "--passphrase-file", passfile, "--config", b)
+    assert result.returncode == 0, result.stderr      # defect: "is 'voided' among the settled payments"
+    on_b = {p["id"]: p["state"] for p in run_json("queue", "--all", "--config", b)}
+    assert on_b.get(kept) == "pending"
