@@ -2,10 +2,11 @@
 
 Starts a local Stripe peer on 127.0.0.1 (or uses Stripe's test mode when
 STRIPE_API_KEY holds an ``sk_test_`` or ``rk_test_`` key), takes an online
-sale, loses the signal, takes offline sales, comes back, forwards them and
-shows the decline notice a vendor would follow up, and a decline "for now"
-the kiosk will try again.  Uses the configuration given, with
-its own throw-away data directory.
+sale of items with a tip, loses the signal, takes offline sales (and voids
+one), comes back, forwards them and shows the decline notice a vendor would
+follow up, and a decline "for now" the kiosk will try again; refunds part of
+the morning's sale and closes the day with its report.  Uses the
+configuration given, with its own throw-away data directory.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import time
 from pathlib import Path
 
 from .boot import open_kiosk
-from .money import format_amount, parse_amount
+from .money import MoneyError, format_amount, parse_amount
+from .quick_items import describe, tip_amount
+from .report import text_lines
 
 
 def _say(text: str) -> None:
@@ -81,8 +84,18 @@ def run_demo(config_path: Path, keep: bool = False, screen: bool = True) -> int:
     yes = lambda offer: print(f"   confirm offline sale? {format_amount(offer.amount, offer.currency)} — "  # noqa: E731
                               f"{offer.left}\n   {offer.risk_note}\n   vendor taps Confirm") or True
     try:
-        _say("Morning, good signal: an online sale")
-        _show(kiosk.take_sale(money("12.50"), card="visa", confirm=yes))
+        _say("Morning, good signal: an online sale of two coffees and a bun, with a 15% tip")
+        try:
+            items = [{"name": "Coffee", "price": money("4.50"), "quantity": 2},
+                     {"name": "Bun", "price": money("3.50"), "quantity": 1}]
+        except MoneyError:          # a currency without cents: a plain amount
+            items = [{"name": "Coffee", "price": money("450"), "quantity": 2},
+                     {"name": "Bun", "price": money("350"), "quantity": 1}]
+        goods = sum(item["price"] * item["quantity"] for item in items)
+        tip = tip_amount(goods, 15, currency)
+        print(f"   {describe(items)}: {format_amount(goods, currency)} + tip {format_amount(tip, currency)}")
+        morning = kiosk.take_sale(goods, card="visa", confirm=yes, items=items, tip=tip)
+        _show(morning)
 
         _say("The signal drops")
         if peer is not None:
@@ -96,6 +109,12 @@ def run_demo(config_path: Path, keep: bool = False, screen: bool = True) -> int:
             print(f" - {format_amount(money(amount), currency)} on {card}")
             _show(kiosk.take_sale(money(amount), card=card, customer=customer, confirm=yes, behavior=behavior))
 
+        print(" - a customer changes their mind: the vendor voids the sale before it is ever sent")
+        changed = kiosk.take_sale(money("4.00"), card="amex", confirm=yes, behavior=behavior)
+        _show(changed)
+        if changed.payment is not None:
+            voided = kiosk.void(changed.payment.id)
+            print(f"   {voided.status.upper()}: {voided.message}")
         print(" - a sale over the offline limit")
         _show(kiosk.take_sale(money("400.00"), card="visa", confirm=yes, behavior=behavior))
         print(" - a phone's Tap to Pay cannot work offline")
@@ -124,6 +143,15 @@ def run_demo(config_path: Path, keep: bool = False, screen: bool = True) -> int:
             tail = p.message if p.state == "pending" else p.decline_code or ""
             print(f"   {p.state:<10} {format_amount(p.amount, p.currency):>9} {p.card.brand} •••• {p.card.last4}"
                   f"  {p.payment_intent or ''} {tail}")
+        if morning.payment is not None and morning.payment.state == "succeeded":
+            _say("A coffee was cold: refund part of the morning's sale")
+            refunded = kiosk.refund(morning.payment.id, items[0]["price"])
+            print(f"   {refunded.status.upper().replace('_', ' ')}: {refunded.message}")
+        _say("Closing: the day's report (kiosk report)")
+        day = kiosk.day_report()
+        print(f"   {day['date']} ({day['timezone']})")
+        for line in text_lines(day["currencies"]):
+            print(f"   {line}")
         print("\nNext: `kiosk --help`, the README, and docs/plugins.md for writing a plugin.")
         _show_touchscreen(kiosk, no_screen=not screen)
         return 0

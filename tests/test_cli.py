@@ -206,7 +206,10 @@ def test_demo_walks_through_a_market_day():
     result = run_kiosk("demo", "--no-screen", "--config", ROOT / "config.toml", env={"STRIPE_API_KEY": ""}, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "APPROVED visa •••• 4242" in out and out.count("APPROVED OFFLINE") == 4
+    assert "APPROVED visa •••• 4242" in out and out.count("APPROVED OFFLINE") == 5
+    assert "2 × Coffee, 1 × Bun: $12.50 + tip $1.88" in out
+    assert "VOIDED: voided $4.00 amex •••• 8431" in out and "REFUNDED: refunded $4.50" in out
+    assert "voided         1           $4.00" in out and "net                       $41.38" in out
     assert "over the offline limit per sale" in out and "cannot take payments offline" in out
     assert "succeeded 2, failed 1, pending 1" in out
     assert "Payment declined — follow up" in out and "insufficient_funds" in out and "+1 555 0100" in out

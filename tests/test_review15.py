@@ -43,3 +43,36 @@ def test_export_all_with_a_voided_sale_can_be_imported(tmp_path, fake_stripe):
     assert result.returncode == 0, result.stderr      # defect: "is 'voided' among the settled payments"
     on_b = {p["id"]: p["state"] for p in run_json("queue", "--all", "--config", b)}
     assert on_b.get(kept) == "pending"
+
+
+def wait_until(condition, what: str) -> None:
+    import time
+    deadline = time.monotonic() + 30      # a deadline only, never a measure
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.02)
+
+
+def test_a_void_right_after_a_timed_out_send_never_leaves_a_charged_sale_voided(tmp_path, fake_stripe, open_kiosk):
+    """The send timed out while Stripe was still working on it; the void's lookup
+    finds nothing yet and settles the sale voided ("it will never be charged").
+    Stripe then charges it: the customer pays, the kiosk says voided, nobody refunds."""
+    config = write_config(tmp_path, fake_stripe.url,
+                          stripe={"api_base": fake_stripe.url, "max_network_retries": 0,
+                                  "reachability_timeout": 1.0, "request_timeout": 1.0,
+                                  "lookup_margin_minutes": 1.0})
+    kiosk = open_kiosk(config)
+    sale = kiosk.take_sale(1000, behavior="force_offline").payment
+    fake_stripe.slow_next(1, 4.0)             # Stripe takes the create, but answers after the kiosk gave up
+    kiosk.forward_one(sale)
+    assert kiosk.store.get(sale.id).attempts == 1 and kiosk.store.get(sale.id).state == "pending"
+    result = kiosk.void(sale.id)
+    wait_until(lambda: any(i["status"] == "succeeded" for i in fake_stripe.intents_for(sale.id)),
+               "Stripe finishing the slow create")
+    kiosk.forward()                           # any later pass
+    charged = any(i["status"] == "succeeded" for i in fake_stripe.intents_for(sale.id))
+    refunded = sum(r["amount"] for i in fake_stripe.intents_for(sale.id)
+                   for r in fake_stripe.refunds if r.get("payment_intent") == i["id"] and r["status"] == "succeeded")
+    state = kiosk.store.get(sale.id).state
+    # either the void did not claim "never charged", or the charge was given back
+    assert not (charged and state == "voided" and refunded == 0), (result.status, result.message)
