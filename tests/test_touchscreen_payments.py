@@ -201,6 +201,22 @@ def test_a_refund_taken_offline_is_kept_and_sent_once_back_online(screen, fake_s
     kiosk.forward()
     [refund] = refunds_of(fake_stripe, sale)
     assert refund["amount"] == 2000
+    until(display, lambda: on_screen(display, "Refund sent: $20.00 visa •••• 4242"))   # money back, not "Sent"
+
+
+def test_a_refund_stripe_refuses_once_back_online_is_an_alert_not_a_decline(screen, fake_stripe):
+    from test_void_refund import stripe_client
+    kiosk, display, _ = screen()
+    sale = kiosk.take_sale(2000).payment
+    fake_stripe.set_offline(True)
+    kiosk.check_online()
+    assert kiosk.refund(sale.id).status == "refund_queued"
+    fake_stripe.set_offline(False)
+    # refunded in Stripe's Dashboard meanwhile: Stripe refuses the kiosk's refund of the whole
+    stripe_client(fake_stripe).v1.refunds.create(params={"payment_intent": sale.payment_intent, "amount": 500})
+    kiosk.forward()
+    until(display, lambda: on_screen(display, "Refund refused by Stripe — nothing given back: $20.00"))
+    assert not on_screen(display, "Payment declined")
 
 
 def test_a_slow_refund_never_holds_the_screen(screen, fake_stripe):

@@ -284,7 +284,13 @@ class SaleController:
         forwarded = previous in (PENDING, FORWARDING) and (payment.offline or payment.interrupted_told)
         what = (f"{format_amount(payment.amount, payment.currency, t.locale)} "
                 f"{payment.card.brand} •••• {payment.card.last4}")
-        if forwarded and payment.state == SUCCEEDED:
+        if forwarded and payment.is_refund:      # money going back: never "sent" or "declined" like a sale
+            if payment.state == SUCCEEDED:
+                self._toast(t("toast_refund_sent", what=what))
+            elif payment.state == FAILED:
+                ui.alerts.append(Alert("refund_failed", t("refund_failed_one", what=f"{what} — {payment.message}"),
+                                       payment.id))
+        elif forwarded and payment.state == SUCCEEDED:
             if ui.toast and ui.sent_count:
                 ui.sent_count += 1
                 ui.toast = t("toast_sent_n", n=ui.sent_count)
