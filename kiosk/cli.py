@@ -327,7 +327,8 @@ def cmd_refund(args) -> int:
         if args.amount is not None:
             sale = kiosk.store.get(args.payment_id)
             try:
-                amount = parse_amount(args.amount, sale.currency if sale else kiosk.config.currency)
+                # a refund has no minimum charge: Stripe gives back any amount, down to one minor unit
+                amount = parse_amount(args.amount, sale.currency if sale else kiosk.config.currency, minimum=False)
             except MoneyError as exc:
                 raise Fail(str(exc)) from None
         return _refund_result(args, kiosk.refund(args.payment_id, amount))

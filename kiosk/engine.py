@@ -291,8 +291,6 @@ class Kiosk:
     # -- closing -----------------------------------------------------------------
 
     def close(self) -> None:
-        self.receipt_printing.close()
-        self.host.call_isolated("kiosk_shutdown", kiosk=self.view)
         try:
             self.selling.write_shown()              # which offline sales were seen approved
         except Exception as exc:                    # a full or damaged disk: one line; the next start tells
@@ -303,6 +301,9 @@ class Kiosk:
         except Exception as exc:                    # a full or damaged disk: said once, in one line
             log.warning("the clock's last known good time was not saved: %s",
                         (str(exc).splitlines() or [type(exc).__name__])[0])
+        # after what must be durable (a hung printer may hold this up to 30 s), before the plugins stop
+        self.receipt_printing.close()
+        self.host.call_isolated("kiosk_shutdown", kiosk=self.view)
         for part in (self.reader, self.sync, self.store):
             try:
                 part.close()

@@ -235,7 +235,7 @@ class Forwarding:
         any attempt's is; ``not_found`` (nothing charged, nothing in flight) is
         returned with the payment left ``forwarding`` for the caller to settle."""
         kiosk = self.kiosk
-        previous = states.begin_attempt(payment, kiosk.clock(), self._stripe_now)
+        previous = states.begin_attempt(payment, kiosk.clock(), self._stripe_now, may_send=False)
         kiosk.store.save(payment)                        # durable: an attempt has started
         crash_point("forward:after_mark")
         outcome = kiosk.sync.lookup(payment)
@@ -254,7 +254,7 @@ class Forwarding:
         charged), so a decline or a refused request ends the sale now."""
         kiosk = self.kiosk
         unknown_before = states.outcome_unknown(payment) or lookup_first
-        previous = states.begin_attempt(payment, kiosk.clock(), self._stripe_now)
+        previous = states.begin_attempt(payment, kiosk.clock(), self._stripe_now, may_send=not lookup_only)
         kiosk.store.save(payment)                        # durable: an attempt has started
         crash_point("forward:after_mark")
         outcome = None

@@ -90,22 +90,37 @@ def minimum_charge(currency: str) -> int:
     return max(1, -(-stripe_min // 10 ** max(0, _stripe_digits(code) - minor_digits(code))))
 
 
-def check_amount(amount: int, currency: str) -> int:
-    """Validate an amount already in minor units; returns it."""
+def charge_step(currency: str) -> int:
+    """The smallest step of a charge, in our minor units: Stripe takes BHD, JOD,
+    KWD, OMR and TND only in amounts whose last digit is 0 (docs: "Three-decimal
+    currencies"), so their step is 10 fils; 1 for every other currency."""
+    code = currency_code(currency)
+    if code in _STRIPE_THREE_DECIMAL:
+        return max(1, 10 // 10 ** max(0, _stripe_digits(code) - minor_digits(code)))
+    return 1
+
+
+def check_amount(amount: int, currency: str, minimum: bool = True) -> int:
+    """Validate an amount already in minor units; returns it.  ``minimum``:
+    hold it to Stripe's minimum charge (a refund has none)."""
     code = currency_code(currency)
     if isinstance(amount, bool) or not isinstance(amount, int):
         raise MoneyError(f"amount must be a whole number of minor units, not {amount!r}")
     if amount <= 0:
         raise MoneyError("amount must be more than zero")
+    step = charge_step(code)
+    if amount % step:
+        raise MoneyError(f"amount {format_amount(amount, code)}: Stripe takes {code.upper()} only in steps of "
+                         f"{format_amount(step, code)} (the last digit 0)")
     if len(str(to_stripe_amount(amount, code))) > _MAX_STRIPE_DIGITS:
         raise MoneyError(f"amount {format_amount(amount, code)} is over Stripe's 8-digit maximum")
-    if amount < minimum_charge(code):
+    if minimum and amount < minimum_charge(code):
         raise MoneyError(f"amount {format_amount(amount, code)} is below Stripe's minimum charge "
                          f"of {format_amount(minimum_charge(code), code)}")
     return amount
 
 
-def parse_amount(text: str, currency: str) -> int:
+def parse_amount(text: str, currency: str, minimum: bool = True) -> int:
     """``"12.50"`` in USD -> 1250; ``"1200"`` in JPY -> 1200; ``"1.234"`` in KWD -> 1234."""
     code = currency_code(currency)
     digits = minor_digits(code)
@@ -127,7 +142,7 @@ def parse_amount(text: str, currency: str) -> int:
         raise MoneyError(f"{code.upper()} has {digits} decimals at most: {raw!r}")
     if value <= 0:
         raise MoneyError(f"amount must be more than zero, not {raw}")
-    return check_amount(int(value.scaleb(digits)), code)
+    return check_amount(int(value.scaleb(digits)), code, minimum)
 
 
 def to_decimal(amount: int, currency: str) -> Decimal:

@@ -33,7 +33,7 @@ from .export_file import ExportFileError
 from .faults import crash_point
 from .interfaces import StoreAlarm, optional
 from .money import MoneyError, currency_code
-from .payment import FAILED, LIVE_STATES, MOVED, SUCCEEDED, Payment, iso
+from .payment import FAILED, LIVE_STATES, MOVED, SUCCEEDED, VOIDED, Payment, iso
 
 log = logging.getLogger("kiosk.moving")
 
@@ -191,7 +191,7 @@ def _checked(path: Path, section: str, record, seen: set) -> Payment:
     except (TypeError, KeyError, AttributeError, ValueError):
         raise ExportFileError(f"{path}: a payment record cannot be read (written by a broken kiosk?)") from None
     what = f"{path}: payment {str(payment.id)[:40]}"
-    allowed = LIVE_STATES if section == "pending" else (SUCCEEDED, FAILED)
+    allowed = LIVE_STATES if section == "pending" else (SUCCEEDED, FAILED, VOIDED)
     if not isinstance(payment.id, str) or not payment.id or len(payment.id) > 64 or payment.id in seen:
         raise ExportFileError(f"{what} has an empty, overlong or repeated id")
     if payment.state not in allowed:

@@ -138,8 +138,10 @@ class Payment:
     def needs_follow_up(self) -> bool:
         """Failed after the customer left (an offline sale, or an online sale
         whose answer was lost) and not followed up by the vendor yet: not a
-        decline at the till, which the customer saw."""
-        return self.state == FAILED and not self.followed_up and (self.offline or self.interrupted_told)
+        decline at the till, which the customer saw, and not a refund Stripe
+        refused (its own notice tells the vendor; no card was charged)."""
+        return (self.state == FAILED and not self.followed_up and not self.is_refund
+                and (self.offline or self.interrupted_told))
 
     def public(self) -> dict:
         """The view for ``kiosk queue --json``, notices and screens: no token,

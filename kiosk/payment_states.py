@@ -87,14 +87,19 @@ def outcome_unknown(payment: Payment) -> bool:
     return payment.attempts > 0 and payment.last_outcome != "request_rejected"
 
 
-def begin_attempt(payment: Payment, now: datetime, stripe_now: Callable[[], float | None]) -> str:
+def begin_attempt(payment: Payment, now: datetime, stripe_now: Callable[[], float | None],
+                  may_send: bool = True) -> str:
     """Mark an attempt started; returns the state it started from.
-    ``stripe_now()`` (Stripe's clock, for lookups) is asked on the first attempt only."""
+    ``stripe_now()`` (Stripe's clock, for lookups) is asked on the first attempt only.
+    ``may_send``: False for a lookup that never sends, which leaves ``last_attempt_at``
+    (when Stripe was last asked to charge, which a void waits out) as it was."""
     previous = payment.state
     _move(payment, FORWARDING)
     payment.last_outcome = None              # durable with the mark: a crash from here is "unknown"
     at = iso(now)
-    payment.attempts, payment.last_attempt_at = payment.attempts + 1, at
+    payment.attempts = payment.attempts + 1
+    if may_send or payment.last_attempt_at is None:
+        payment.last_attempt_at = at
     if payment.first_attempt_at is None:
         payment.first_attempt_at = at
         payment.first_attempt_stripe_at = stripe_now()
@@ -164,6 +169,10 @@ def voided(payment: Payment, now: datetime, note: str) -> None:
     _move(payment, VOIDED)
     payment.message, payment.settled_at = note, iso(now)
     payment.next_attempt_at = None
+    # never to be charged: the reader's token (it could still be used) goes with the void
+    payment.token = ""
+    if payment.request:
+        payment.request = {k: v for k, v in payment.request.items() if k != "payment_method"}
 
 
 def refund_reserved(sale: Payment, refund_id: str) -> None:

@@ -3,8 +3,9 @@ sale is built from, the tip on top of it, and the one-line summary of what was s
 
 Money here is an ``int`` in the currency's minor unit, as everywhere inside the
 kiosk; only a price read from ``config.toml`` is converted (Babel's digits).
-A tip is rounded half up to the currency's minor unit (15% of $3.33 is $0.50,
-of ¥333 is ¥50, of KWD 3.333 is KWD 0.500).
+A tip is rounded half up to the smallest step Stripe charges in: the minor
+unit (15% of $3.33 is $0.50, of ¥333 is ¥50), or 10 fils for the
+three-decimal currencies (10% of KWD 3.350 is KWD 0.340).
 
 This module never stores, sends or logs anything; it refuses an item name that
 looks like a card number (:mod:`kiosk.card_numbers`) without repeating it.
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from .card_numbers import contains_card_number, refuse_card_number
-from .money import MoneyError, currency_code, minor_digits, to_stripe_amount
+from .money import MoneyError, charge_step, currency_code, minor_digits, to_stripe_amount
 
 MAX_NAME = 40           # a button's label: longer names do not fit the screen
 MAX_TIPS = 4            # tip buttons the screen shows beside "no tip"
@@ -97,6 +98,10 @@ def price_of(value, currency: str) -> int:
         unit = "no decimals" if digits == 0 else f"{digits} decimals at most"
         raise MoneyError(f"{currency.upper()} has {unit}: {raw}")
     price = int(minor)
+    step = charge_step(currency)
+    if price % step:            # Stripe could never charge a sale made of it (the three-decimal currencies)
+        raise MoneyError(f"{currency.upper()} is charged in steps of {Decimal(step).scaleb(-digits)} "
+                         f"(the last digit 0): {raw}")
     if len(str(to_stripe_amount(price, currency))) > 8:
         raise MoneyError(f"{raw} is over Stripe's 8-digit maximum")
     return price
@@ -212,12 +217,13 @@ def check_items(items: list, what: str = "items") -> int:
 # -- tips -------------------------------------------------------------------------
 
 def tip_amount(amount: int, percent, currency: str) -> int:
-    """``percent`` of ``amount`` (minor units), rounded half up to the currency's minor unit."""
-    currency_code(currency)     # amounts are minor units of it already: the unit is 1, whatever its digits
+    """``percent`` of ``amount`` (minor units), rounded half up to the smallest step
+    Stripe charges in: the minor unit, or 10 fils for the three-decimal currencies."""
+    step = charge_step(currency)
     if isinstance(percent, bool) or not 0 <= Decimal(str(percent)) <= 100:
         raise ValueError(f"a tip is a percent from 0 to 100, not {percent}")
-    exact = Decimal(amount) * Decimal(str(percent)) / 100
-    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    exact = Decimal(amount) * Decimal(str(percent)) / 100 / step
+    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP)) * step
 
 
 def parse_tip(text: str, amount: int, currency: str) -> int:

@@ -27,13 +27,15 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 
 from . import notices
 from . import payment_states as states
 from .faults import crash_point
 from .interfaces import optional
+from .local_time import shown_time
 from .money import format_amount
-from .payment import FAILED, MOVED, SUCCEEDED, VOIDED, Card, Payment, iso, new_payment_id
+from .payment import FAILED, MOVED, SUCCEEDED, VOIDED, Card, Payment, iso, new_payment_id, parse_iso
 
 log = logging.getLogger("kiosk.refunding")
 
@@ -41,6 +43,9 @@ VOIDED_STATUS, REFUNDED, REFUND_QUEUED, REFUSED, UNCONFIRMED = (
     "voided", "refunded", "refund_queued", "refused", "unconfirmed")
 STATUSES = (VOIDED_STATUS, REFUNDED, REFUND_QUEUED, REFUSED, UNCONFIRMED)
 CHARGED_INSTEAD = "it was already charged: refunded instead"
+# how long after an attempt began Stripe may still finish it (a timed-out request goes on at Stripe): a
+# lookup that finds nothing sooner proves nothing, so a void waits this long (requests time out in 20 s)
+STRIPE_MAY_STILL_ANSWER = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -80,8 +85,10 @@ class Refunding:
         return self._left(sale)
 
     def _left(self, sale: Payment) -> int:
-        # a reserved id with no record (a power cut before it was stored) counts as nothing
-        records = (self.kiosk.store.get(refund_id) for refund_id in sale.refunds)
+        # a reserved id with no record (a power cut before it was stored) counts as nothing; a refund
+        # waiting in the queue counts even if the sale does not name it (an older copy of history put back)
+        ids = set(sale.refunds) | {p.id for p in self.kiosk.store.live() if p.refund_of == sale.id}
+        records = (self.kiosk.store.get(refund_id) for refund_id in ids)
         taken = sum(r.amount for r in records if r is not None and r.state != FAILED)
         return max(0, sale.amount - taken)
 
@@ -112,6 +119,13 @@ class Refunding:
             if not kiosk.check_online():
                 return RefundResult(REFUSED, f"{payment_id} may already be charged at Stripe: void it when "
                                              "online", sale)
+            started = parse_iso(sale.last_attempt_at)
+            if started is not None and kiosk.clock() - started < STRIPE_MAY_STILL_ANSWER:
+                # a lookup now may miss a request Stripe is still working on: nothing is settled on it
+                until = shown_time(started + STRIPE_MAY_STILL_ANSWER, kiosk.zone)
+                return RefundResult(UNCONFIRMED, f"{payment_id} was just sent to Stripe, which may still be "
+                                                 f"charging it: void it after {until}, or refund it once it "
+                                                 "shows as charged; nothing voided", sale)
             outcome = kiosk.forwarding.look_up_deciding(sale)
             if sale.state == SUCCEEDED:
                 return self._refund(sale, None, because=CHARGED_INSTEAD)
@@ -211,5 +225,9 @@ class Refunding:
         if record.state == FAILED:
             return RefundResult(REFUSED, f"{prefix}Stripe refused the refund of {what}: "
                                          f"{record.message or 'refused'}", record)
+        if record.refund_id:        # Stripe holds it, pending with the card network: looked up until it ends
+            return RefundResult(REFUND_QUEUED, f"{prefix}Stripe accepted the refund of {what} ({record.refund_id});"
+                                               " it is pending with the card network — a notice tells how it "
+                                               "ends", record)
         return RefundResult(REFUND_QUEUED, f"{prefix}Stripe did not answer: the refund of {what} is kept and sent "
                                            "by the next pass (a notice tells how it ends)", record)

@@ -7,7 +7,8 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, strategies as st
 
-from kiosk.money import (STRIPE_CURRENCIES, MoneyError, format_amount, from_stripe_amount, minimum_charge,
+from kiosk.money import (STRIPE_CURRENCIES, MoneyError, charge_step, check_amount, format_amount, from_stripe_amount,
+                         minimum_charge,
                          minor_digits, parse_amount, to_stripe_amount)
 
 
@@ -29,7 +30,7 @@ def test_every_stripe_currency_has_digits_and_round_trips():
 
 @pytest.mark.parametrize("text, currency, amount", [
     ("12.50", "usd", 1250), ("12.5", "USD", 1250), ("0.50", "usd", 50), ("1200", "jpy", 1200),
-    ("1.234", "kwd", 1234), ("7", "kwd", 7000), ("99999999", "jpy", 99999999), ("500", "isk", 500),
+    ("1.230", "kwd", 1230), ("7", "kwd", 7000), ("99999999", "jpy", 99999999), ("500", "isk", 500),
 ])
 def test_parse(text, currency, amount):
     assert parse_amount(text, currency) == amount
@@ -37,6 +38,7 @@ def test_parse(text, currency, amount):
 
 @pytest.mark.parametrize("text, currency, words", [
     ("12.505", "usd", "2 decimals at most"), ("1.5", "jpy", "no decimals"), ("1.2345", "kwd", "3 decimals"),
+    ("1.234", "kwd", "only in steps of KWD0.010"), ("0.005", "bhd", "the last digit 0"),   # Stripe: 3-decimal
     ("0", "usd", "more than zero"), ("-1", "usd", "more than zero"), ("abc", "usd", "not a number"),
     ("1e5", "usd", "plain number"), ("NaN", "usd", "plain number"), ("", "usd", "not a number"),
     ("123456789", "usd", "8-digit maximum"), ("0.49", "usd", "minimum charge of $0.50"),
@@ -54,6 +56,9 @@ def test_stripe_units_differ_where_stripe_says_so():
     assert to_stripe_amount(500, "isk") == 50000      # ISK: no decimals in CLDR, two at Stripe
     assert to_stripe_amount(1200, "jpy") == 1200
     assert to_stripe_amount(1234, "kwd") == 1234
+    assert [charge_step(code) for code in ("kwd", "bhd", "jod", "omr", "tnd", "usd", "jpy", "isk")] == [
+        10, 10, 10, 10, 10, 1, 1, 1]
+    assert check_amount(20, "usd", minimum=False) == 20        # a refund: no minimum charge
     assert minimum_charge("jpy") == 50 and minimum_charge("usd") == 50
 
 
@@ -65,7 +70,8 @@ def test_formatting():
 
 @given(st.sampled_from(sorted(STRIPE_CURRENCIES)), st.integers(min_value=1, max_value=99_999))
 def test_format_then_parse_round_trips(currency, units):
-    amount = max(units, minimum_charge(currency))
+    step = charge_step(currency)            # 10 fils for the three-decimal currencies, else 1
+    amount = max(units * step, minimum_charge(currency))
     text = str(Decimal(amount).scaleb(-minor_digits(currency)))
     try:
         assert parse_amount(text, currency) == amount

@@ -79,11 +79,13 @@ def test_cart_adds_sets_removes_and_keeps_one_currency():
 
 
 def test_tip_rounds_half_up_to_the_minor_unit_in_jpy_usd_and_a_three_decimal_currency():
-    # 15% of $12.50 is $1.875: $1.88; of ¥1,250 is ¥187.5: ¥188; 10% of KWD 3.335 is 0.3335: KWD 0.334
+    # 15% of $12.50 is $1.875: $1.88; of ¥1,250 is ¥187.5: ¥188; 10% of KWD 3.350 is 0.335: KWD 0.340
+    # (Stripe charges the three-decimal currencies in steps of 10 fils: the last digit 0)
     assert tip_amount(1250, 15, "usd") == 188
     assert tip_amount(1250, 15, "jpy") == 188
-    assert tip_amount(3335, 10, "kwd") == 334
-    assert tip_amount(3333, 10, "kwd") == 333           # 0.3333 rounds down
+    assert tip_amount(3350, 10, "kwd") == 340
+    assert tip_amount(3330, 10, "kwd") == 330           # 0.333 rounds down to 0.330
+    assert tip_amount(1250, 15, "kwd") == 190           # 0.1875: 1.250 + 0.190 = 1.440, one Stripe takes
     assert tip_amount(1249, 10, "jpy") == 125           # ¥124.9 rounds up
     assert tip_amount(1001, 20, "usd") == 200           # $2.002 rounds down
     assert tip_amount(5, 10, "usd") == 1                # half a cent goes up, never lost to the customer
@@ -91,7 +93,9 @@ def test_tip_rounds_half_up_to_the_minor_unit_in_jpy_usd_and_a_three_decimal_cur
     # --tip: a percent of the goods, or an amount in the currency's units (no minimum of its own)
     assert parse_tip("15%", 1250, "jpy") == 188 and parse_tip("1.50", 1000, "usd") == 150
     assert parse_tip("0.25", 1000, "usd") == 25 and parse_tip("0", 1000, "usd") == 0
-    assert parse_tip("0.125", 3000, "kwd") == 125
+    assert parse_tip("0.120", 3000, "kwd") == 120
+    with pytest.raises(ValueError, match="steps of 0.010"):
+        parse_tip("0.125", 3000, "kwd")
     for bad, why in (("1.5", "JPY has no decimals"), ("150%", "from 0 to 100"), ("abc", "neither a percent"),
                      ("-1", "more than zero")):
         with pytest.raises(ValueError, match=why):

@@ -148,12 +148,19 @@ def test_a_sale_stripe_never_charged_cannot_be_refunded(fake_stripe):
     assert fake_stripe.refunds == []
 
 
-def test_a_pending_refund_is_accepted_and_says_so(fake_stripe):
+def test_a_pending_refund_is_accepted_but_not_final_until_stripe_says(fake_stripe):
+    """Pending can still fail at the card network: not "succeeded" yet, but Stripe's refund
+    id is kept, so every later step only looks it up, by that id."""
     fw = forwarder(fake_stripe)
     sale = charged_sale(fw)
     fake_stripe.leave_refund_next(1, "pending")
-    outcome = fw.send(refund_record(fw, sale, 500))
-    assert outcome.kind == "succeeded" and outcome.refund and "pending" in outcome.message
+    refund = refund_record(fw, sale, 500)
+    outcome = fw.send(refund)
+    assert outcome.kind == "retry" and outcome.refund and "pending" in outcome.message
+    refund.refund_id = outcome.refund
+    assert fw.lookup(refund).kind == "retry"
+    fake_stripe.set_refund_status(refund.refund_id, "succeeded")
+    assert (fw.send(refund).kind, len(fake_stripe.refunds)) == ("succeeded", 1)
 
 
 def test_a_refund_that_fails_later_is_refused_with_stripes_reason_and_the_money_is_refundable_again(fake_stripe):

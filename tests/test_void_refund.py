@@ -12,13 +12,16 @@ import json
 import signal
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import stripe
 
 from conftest import TEST_KEY, run_json, run_kiosk, run_kiosk_process, write_config
+from test_clock import clock_moved, needs_faketime
 from kiosk import same_card
 from kiosk.interfaces import CardResult
+from kiosk.refunding import STRIPE_MAY_STILL_ANSWER
 from plugins.stripe_sync.request import API_VERSION
 
 WAIT_SECONDS = 30       # a deadline for something to reach the fake Stripe, never a measure of anything
@@ -90,8 +93,19 @@ def test_a_voided_sale_is_durable_and_never_forwarded(config, fake_stripe, open_
     assert kiosk.refundable(sale.id) == 0
 
 
+class Later:
+    """The kiosk's clock, moved on by the test (a void waits for Stripe to finish a lost attempt)."""
+
+    def __init__(self):
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc) + self.offset
+
+
 def test_a_sale_whose_answer_was_lost_is_looked_up_before_it_is_voided(config, fake_stripe, open_kiosk):
-    kiosk = open_kiosk(config)
+    later = Later()
+    kiosk = open_kiosk(config, clock=later.now)
     charged, not_charged = sell_offline(kiosk, 700), sell_offline(kiosk, 800)
     fake_stripe.drop_next(1)                 # the charge commits at Stripe; its answer never comes
     kiosk.forward_one(charged)
@@ -108,6 +122,9 @@ def test_a_sale_whose_answer_was_lost_is_looked_up_before_it_is_voided(config, f
     assert kiosk.store.get(charged.id).state == "pending"
 
     fake_stripe.set_offline(False)
+    soon = kiosk.void(not_charged.id)        # just sent: Stripe may still be working on it
+    assert (soon.status, soon.ok) == ("unconfirmed", False) and "nothing voided" in soon.message
+    later.offset = STRIPE_MAY_STILL_ANSWER + timedelta(seconds=1)
     result = kiosk.void(charged.id)
     assert result.status == "refunded" and result.message.startswith("it was already charged: refunded instead")
     [intent] = fake_stripe.intents_for(charged.id)
@@ -344,10 +361,12 @@ def test_a_refund_killed_at_any_step_gives_back_exactly_once(config, fake_stripe
 
 
 def test_a_void_stripe_cannot_answer_changes_nothing(config, fake_stripe, open_kiosk):
-    kiosk = open_kiosk(config)
+    later = Later()
+    kiosk = open_kiosk(config, clock=later.now)
     sale = sell_offline(kiosk, 900)
     fake_stripe.drop_next(1)                 # charged at Stripe, its answer lost
     kiosk.forward_one(sale)
+    later.offset = STRIPE_MAY_STILL_ANSWER + timedelta(seconds=1)
     assert kiosk.check_online()
     fake_stripe.fail_next(2, 500)            # the online check rides one 500 out; the lookup gets the other
     result = kiosk.void(sale.id)
@@ -383,6 +402,7 @@ def test_a_void_killed_while_it_is_written_is_voided_after_the_restart_and_never
     assert fake_stripe.intents_for(sale["id"]) == []
 
 
+@needs_faketime
 def test_a_void_killed_inside_its_lookup_settles_once(config, fake_stripe):
     """A sale whose answer was lost, voided online: killed after its lookup was
     marked.  The next pass looks it up again: charged once, nothing lost."""
@@ -390,8 +410,10 @@ def test_a_void_killed_inside_its_lookup_settles_once(config, fake_stripe):
     sale = run_json("charge", "8.00", "--offline", "--config", config)["payment"]
     fake_stripe.drop_next(1)
     assert run_kiosk("sync", "--config", config).returncode == 0          # charged at Stripe, answer lost
-    killed = run_kiosk_process("void", sale["id"], "--config", config, env={"KIOSK_CRASH_AT": "forward:after_mark"})
-    assert killed.returncode == -signal.SIGKILL
+    # past the wait for a lost attempt (the wall clock moved on by libfaketime), killed inside the lookup
+    killed = run_kiosk_process("void", sale["id"], "--config", config,
+                               env=clock_moved("+11m", {"KIOSK_CRASH_AT": "forward:after_mark"}))
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     fake_stripe.prune_idempotency_keys()
     assert run_kiosk("sync", "--config", config).returncode == 0
     [payment] = run_json("queue", "--all", "--config", config)

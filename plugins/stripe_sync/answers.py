@@ -177,9 +177,10 @@ def from_refund(refund: dict, payment_intent: str | None) -> Outcome:
     if status == "succeeded":
         return Outcome("succeeded", payment_intent=payment_intent, refund=refund_id, message="refunded")
     if status == "pending":
-        # Stripe has taken it and owes it to the card: nothing more for the kiosk to send
+        # Stripe has taken it, but it may still fail at the card network (the money then goes back to
+        # the charge and the customer gets nothing): not final; later passes look it up by its id
         reason = refund.get("pending_reason")
-        return Outcome("succeeded", payment_intent=payment_intent, refund=refund_id,
+        return Outcome("retry", payment_intent=payment_intent, refund=refund_id,
                        message="refund accepted by Stripe, still pending with the card network"
                                + (f" ({reason})" if reason else ""))
     if status in ("failed", "canceled"):
