@@ -120,7 +120,7 @@ def test_tap_to_pay_is_refused_offline_but_works_online(tmp_path, fake_stripe, o
     assert result.limit == "reader" and kiosk.store.live() == []
 
 
-@pytest.mark.parametrize("currency, amount, stripe_amount", [("jpy", 1200, 1200), ("kwd", 1234, 1234),
+@pytest.mark.parametrize("currency, amount, stripe_amount", [("jpy", 1200, 1200), ("kwd", 1230, 1230),
                                                              ("isk", 500, 50000)])
 def test_currencies_reach_stripe_in_its_units(tmp_path, fake_stripe, open_kiosk, currency, amount, stripe_amount):
     kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url))
