@@ -24,15 +24,9 @@ pygame = pytest.importorskip("pygame")
 from kiosk_builtins.touchscreen import money_screens, screens  # noqa: E402
 from kiosk_builtins.touchscreen.layout import MIN_TARGET, MIN_TEXT  # noqa: E402
 from kiosk_builtins.touchscreen.state import Alert  # noqa: E402
-from test_touchscreen import SIZES, on_screen, tap, type_amount, until  # noqa: E402
+from test_touchscreen import SIZES, _headless, on_screen, tap, type_amount, until  # noqa: E402,F401
 
 BUTTONS = ("void", "refund", "reprint")
-
-
-@pytest.fixture(autouse=True)
-def _headless(monkeypatch):
-    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
-    monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
 
 
 @pytest.fixture
