@@ -131,6 +131,23 @@ def open_touchscreen(kiosk, size: tuple[int, int] | None = None):
     return kiosk.host.call_on("touchscreen", "kiosk_open_display", kiosk=kiosk.view, settings=settings)
 
 
+@pytest.fixture
+def touchscreens():
+    """``display = touchscreens(kiosk, size=None)``: the touchscreen on ``kiosk``
+    with its first frame drawn; every one opened is closed at the end."""
+    opened = []
+
+    def show(kiosk, size: tuple[int, int] | None = None):
+        display = open_touchscreen(kiosk, size)
+        opened.append(display)
+        assert display.catch_up()
+        return display
+
+    yield show
+    for display in opened:
+        display.close()
+
+
 @pytest.fixture(autouse=True)
 def _api_key(monkeypatch):
     monkeypatch.setenv("STRIPE_API_KEY", TEST_KEY)

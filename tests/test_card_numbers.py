@@ -16,7 +16,7 @@ os.environ["SDL_AUDIODRIVER"] = "dummy"
 import pytest  # noqa: E402
 from hypothesis import given, strategies as st  # noqa: E402
 
-from conftest import run_kiosk, write_config, open_touchscreen  # noqa: E402
+from conftest import run_kiosk, write_config  # noqa: E402
 from kiosk import check_contact, contains_card_number  # noqa: E402
 from kiosk.card_numbers import luhn_ok  # noqa: E402
 
@@ -194,21 +194,16 @@ def test_take_sale_refuses_a_card_number_as_contact_or_test_card(config, fake_st
 # -- from outside: the touchscreen's contact keypad ------------------------------------
 
 @pytest.fixture
-def screen(tmp_path, fake_stripe, open_kiosk):
+def screen(tmp_path, fake_stripe, open_kiosk, touchscreens):
     pytest.importorskip("pygame")
-    opened = []
 
     def open_screen(language="en"):
         path = write_config(tmp_path, fake_stripe.url, display={"use": "touchscreen"}, kiosk={"language": language})
         kiosk = open_kiosk(path)
-        display = open_touchscreen(kiosk)
-        opened.append(display)
-        assert display.catch_up()
+        display = touchscreens(kiosk)
         return kiosk, display, path
 
-    yield open_screen
-    for display in opened:
-        display.close()
+    return open_screen
 
 
 @pytest.mark.parametrize("language, words", [("en", "Looks like a card number"), ("ja", "カード番号のよう")])

@@ -14,7 +14,7 @@ os.environ["SDL_AUDIODRIVER"] = "dummy"
 
 import pytest  # noqa: E402
 
-from conftest import run_json, run_kiosk, write_config, open_touchscreen  # noqa: E402
+from conftest import run_json, run_kiosk, write_config  # noqa: E402
 
 UNREACHABLE_WORDS = ("unreachable", "cannot be reached", "could not be reached")
 NO_KEY = {"STRIPE_API_KEY": ""}
@@ -120,9 +120,8 @@ def test_status_and_check_name_the_key(config, fake_stripe, bad_key):
 # -- the touchscreen, driven as a vendor drives it -------------------------------------------
 
 @pytest.fixture
-def screen(tmp_path, fake_stripe, open_kiosk, monkeypatch):
+def screen(tmp_path, fake_stripe, open_kiosk, touchscreens, monkeypatch):
     pytest.importorskip("pygame")
-    opened = []
 
     def open_screen(kind: str, language: str = "en"):
         if kind == "missing":
@@ -132,14 +131,10 @@ def screen(tmp_path, fake_stripe, open_kiosk, monkeypatch):
         path = write_config(tmp_path, fake_stripe.url, display={"use": "touchscreen"},
                             kiosk={"language": language})
         kiosk = open_kiosk(path)
-        display = open_touchscreen(kiosk)
-        opened.append(display)
-        assert display.catch_up()
+        display = touchscreens(kiosk)
         return kiosk, display
 
-    yield open_screen
-    for display in opened:
-        display.close()
+    return open_screen
 
 
 SCREEN_WORDS = {

@@ -18,7 +18,7 @@ import tomllib  # noqa: E402
 import pytest  # noqa: E402
 import tomli_w  # noqa: E402
 
-from conftest import run_kiosk, write_config, open_touchscreen  # noqa: E402
+from conftest import run_kiosk, write_config  # noqa: E402
 from kiosk import CANCELLED, REFUSED  # noqa: E402
 from kiosk.interfaces import CardResult  # noqa: E402
 from kiosk.payment import PENDING, SUCCEEDED  # noqa: E402
@@ -179,22 +179,17 @@ def test_the_default_is_two(tmp_path, fake_stripe, open_kiosk):
 # -- the touchscreen ---------------------------------------------------------------------
 
 @pytest.fixture
-def screen(tmp_path, fake_stripe, open_kiosk):
+def screen(tmp_path, fake_stripe, open_kiosk, touchscreens):
     pytest.importorskip("pygame")
-    opened = []
 
     def open_screen(language="en"):
         config = guarded_config(tmp_path, fake_stripe.url, display={"use": "touchscreen"},
                                 kiosk={"language": language})
         kiosk = open_kiosk(config)
-        display = open_touchscreen(kiosk)
-        opened.append(display)
-        assert display.catch_up()
+        display = touchscreens(kiosk)
         return kiosk, display
 
-    yield open_screen
-    for display in opened:
-        display.close()
+    return open_screen
 
 
 def _sell_offline(display, amount: str, until, tap, on_screen) -> None:

@@ -21,7 +21,7 @@ from datetime import timedelta  # noqa: E402
 
 import pytest  # noqa: E402
 
-from conftest import ROOT, run_kiosk, write_config, open_touchscreen  # noqa: E402
+from conftest import ROOT, run_kiosk, write_config  # noqa: E402
 from kiosk.engine import SaleResult  # noqa: E402
 from kiosk.payment import FAILED, PENDING, SUCCEEDED, utcnow  # noqa: E402
 
@@ -42,23 +42,17 @@ def _headless(monkeypatch):
 
 
 @pytest.fixture
-def screen(tmp_path, fake_stripe, open_kiosk):
+def screen(tmp_path, fake_stripe, open_kiosk, touchscreens):
     """Open a kiosk and its touchscreen: ``kiosk, display = screen(language=..., size=...)``."""
-    opened = []
-
     def open_screen(language="en", currency="usd", size=None, **sections):
         kiosk_section = {"language": language, "currency": currency, **sections.pop("kiosk", {})}
         config = write_config(tmp_path, fake_stripe.url, display={"use": "touchscreen"}, kiosk=kiosk_section,
                               **sections)
         kiosk = open_kiosk(config)
-        display = open_touchscreen(kiosk, size)
-        opened.append(display)
-        assert display.catch_up()
+        display = touchscreens(kiosk, size)
         return kiosk, display
 
-    yield open_screen
-    for display in opened:
-        display.close()
+    return open_screen
 
 
 # -- driving it ---------------------------------------------------------------------
@@ -453,6 +447,20 @@ def _every_screen(kiosk, display):
         yield name, with_items
 
 
+def fits_the_screen(display, name: str) -> None:
+    """The frame just drawn: every widget inside the screen, every touch target
+    big enough and apart from the others, no text too small to read."""
+    scene, bounds = display.scene, pygame.Rect(0, 0, *display.size)
+    for widget in scene.widgets:
+        assert bounds.contains(pygame.Rect(widget.box.tuple())), (name, widget.name, widget.box)
+    targets = scene.targets
+    for i, target in enumerate(targets):
+        assert target.box.w >= MIN_TARGET and target.box.h >= MIN_TARGET, (name, target.name, target.box)
+        for other in targets[i + 1:]:
+            assert not target.box.overlaps(other.box), (name, target.name, other.name)
+    assert all(px >= MIN_TEXT for _, _, px in display.drawn), name
+
+
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_every_screen_fits_with_targets_apart_and_big_enough(screen, fake_stripe, size):
     kiosk, display = screen(size=size)
@@ -477,17 +485,9 @@ def test_every_screen_fits_with_targets_apart_and_big_enough(screen, fake_stripe
         display.show(name)
         display.step()
         seen.add(name)
-        scene = display.scene
-        bounds = pygame.Rect(0, 0, *size)
-        for widget in scene.widgets:
-            assert bounds.contains(pygame.Rect(widget.box.tuple())), (name, widget.name, widget.box)
-        targets = scene.targets
+        fits_the_screen(display, name)
+        targets = display.scene.targets
         assert targets, name
-        for i, target in enumerate(targets):
-            assert target.box.w >= MIN_TARGET and target.box.h >= MIN_TARGET, (name, target.name, target.box)
-            for other in targets[i + 1:]:
-                assert not target.box.overlaps(other.box), (name, target.name, other.name)
-        assert all(px >= MIN_TEXT for _, _, px in display.drawn), name
         # every button is really drawn: its middle is its own colour, not the background's
         for target in targets:
             if target.fill != screens.BACKGROUND:

@@ -15,25 +15,22 @@ os.environ["SDL_AUDIODRIVER"] = "dummy"
 
 import pytest  # noqa: E402
 
-from conftest import run_kiosk, write_config, open_touchscreen  # noqa: E402
+from conftest import run_kiosk, write_config  # noqa: E402
 from kiosk import hookimpl  # noqa: E402
 from kiosk.payment import FAILED, PENDING, SUCCEEDED, VOIDED  # noqa: E402
 
 pygame = pytest.importorskip("pygame")
 
 from kiosk_builtins.touchscreen import money_screens, screens  # noqa: E402
-from kiosk_builtins.touchscreen.layout import MIN_TARGET, MIN_TEXT  # noqa: E402
 from kiosk_builtins.touchscreen.state import Alert  # noqa: E402
-from test_touchscreen import SIZES, _headless, on_screen, tap, type_amount, until  # noqa: E402,F401
+from test_touchscreen import SIZES, _headless, fits_the_screen, on_screen, tap, type_amount, until  # noqa: E402,F401
 
 BUTTONS = ("void", "refund", "reprint")
 
 
 @pytest.fixture
-def screen(tmp_path, fake_stripe, open_kiosk):
+def screen(tmp_path, fake_stripe, open_kiosk, touchscreens):
     """``kiosk, display, config = screen(language=..., size=..., printer=...)``."""
-    opened = []
-
     def open_screen(language="en", currency="usd", size=None, printer=None, **sections):
         config = write_config(tmp_path, fake_stripe.url, display={"use": "touchscreen"},
                               kiosk={"language": language, "currency": currency, "timezone": "Asia/Tokyo"},
@@ -41,14 +38,10 @@ def screen(tmp_path, fake_stripe, open_kiosk):
         kiosk = open_kiosk(config)
         if printer is not None:
             kiosk.host.register(printer, "bench-printer")
-        display = open_touchscreen(kiosk, size)
-        opened.append(display)
-        assert display.catch_up()
+        display = touchscreens(kiosk, size)
         return kiosk, display, config
 
-    yield open_screen
-    for display in opened:
-        display.close()
+    return open_screen
 
 
 class BenchPrinter:
@@ -372,15 +365,7 @@ def test_payment_screens_fit_with_targets_apart_and_big_enough(screen, fake_stri
             assert display.widget("banner_font") and display.widget("banner_alert")
             assert display.widget("day_net_usd") is not None
         assert display.ui.screen == name
-        scene, bounds = display.scene, pygame.Rect(0, 0, *size)
-        for widget in scene.widgets:
-            assert bounds.contains(pygame.Rect(widget.box.tuple())), (name, widget.name, widget.box)
-        targets = scene.targets
-        for i, target in enumerate(targets):
-            assert target.box.w >= MIN_TARGET and target.box.h >= MIN_TARGET, (name, target.name, target.box)
-            for other in targets[i + 1:]:
-                assert not target.box.overlaps(other.box), (name, target.name, other.name)
-        assert all(px >= MIN_TEXT for _, _, px in display.drawn), name
+        fits_the_screen(display, name)
         if name == "payment_detail":
             assert buttons(display) == {"refund", "reprint"}
         if name != "today":

@@ -19,8 +19,8 @@ from kiosk.payment import PENDING, SUCCEEDED  # noqa: E402
 pygame = pytest.importorskip("pygame")
 
 from kiosk_builtins.touchscreen import screens  # noqa: E402
-from kiosk_builtins.touchscreen.layout import MIN_TARGET, MIN_TEXT  # noqa: E402
-from test_touchscreen import _headless, on_screen, screen, tap, type_amount, until  # noqa: E402,F401
+from kiosk_builtins.touchscreen.layout import MIN_TARGET  # noqa: E402
+from test_touchscreen import _headless, fits_the_screen, on_screen, screen, tap, type_amount, until  # noqa: E402,F401
 
 MENU = [{"name": "Coffee", "price": 3.5}, {"name": "Bun", "price": 2.25}, {"name": "Juice", "price": 4.0}]
 TWENTY = [{"name": f"Item number {n}", "price": 1.0 + n} for n in range(1, 21)]
@@ -242,19 +242,6 @@ def test_items_and_tips_in_japanese_with_yen(screen, fake_stripe):
 
 # -- twenty items on small screens -------------------------------------------------------------
 
-def _fits(display, name):
-    size = display.size
-    scene = display.scene
-    for widget in scene.widgets:
-        assert pygame.Rect(0, 0, *size).contains(pygame.Rect(widget.box.tuple())), (name, widget.name, widget.box)
-    targets = scene.targets
-    for i, target in enumerate(targets):
-        assert target.box.w >= MIN_TARGET and target.box.h >= MIN_TARGET, (name, target.name, target.box)
-        for other in targets[i + 1:]:
-            assert not target.box.overlaps(other.box), (name, target.name, other.name)
-    assert all(px >= MIN_TEXT for _, _, px in display.drawn), name
-
-
 @pytest.mark.parametrize("language", ["en", "ja"])
 @pytest.mark.parametrize("size", [(800, 480), (480, 320), (720, 1280)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_twenty_items_fit_and_every_one_can_be_reached(screen, size, language):
@@ -266,11 +253,11 @@ def test_twenty_items_fit_and_every_one_can_be_reached(screen, size, language):
     assert not [w for w in display.scene.widgets if w.name.startswith("banner")]
     ui = display.ui
     if display.widget("pad_items") is not None:           # narrow: the items take the keypad's place
-        _fits(display, "sale keypad")
+        fits_the_screen(display, "sale keypad")
         tap(display, "pad_items")
     sold = set()
     for _ in range(20):
-        _fits(display, "sale items")
+        fits_the_screen(display, "sale items")
         shown = sorted(int(w.name.partition(":")[2]) for w in display.scene.targets if w.name.startswith("item:"))
         assert shown, "no quick items drawn"
         for index in shown:
@@ -287,19 +274,19 @@ def test_twenty_items_fit_and_every_one_can_be_reached(screen, size, language):
     tap(display, "open_cart")
     named = set()
     for _ in range(20):
-        _fits(display, "cart")
+        fits_the_screen(display, "cart")
         named |= {text for name, text, _ in display.drawn if name == "cart_line_name"}
         if not display.widget("cart_down").enabled:
             break
         tap(display, "cart_down")
     assert named == {item["name"] for item in TWENTY}
     tap(display, "charge")
-    _fits(display, "tip")
+    fits_the_screen(display, "tip")
     assert len([w for w in display.scene.targets if w.name.startswith("tip:")]) == 5
     tap(display, "tip_back")
     tap(display, "receipt")
     if size[0] >= 720:          # the e-mail keyboard (shared with the customer contact) needs 720 px across
-        _fits(display, "receipt keyboard")
+        fits_the_screen(display, "receipt keyboard")
 
 
 def test_the_sale_screen_without_quick_items_keeps_its_keypad(screen):

@@ -5,48 +5,25 @@ three-decimal currency's tip, a pending refund moved to another kiosk, and
 the card token of a voided sale."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from conftest import run_json, run_kiosk, write_config
-
-PASSPHRASE = "correct horse battery staple"
-
-
-def make_kiosk(folder: Path, fake_stripe, kiosk_id: str) -> Path:
-    folder.mkdir()
-    config = write_config(folder, fake_stripe.url, kiosk={"id": kiosk_id, "offline_behavior": "force_offline"})
-    assert run_kiosk("init", "--config", config).returncode == 0
-    return config
+from test_export_import import export, import_, kiosks, queue, sell  # noqa: F401  (kiosks: a fixture)
 
 
-def sell(config: Path, amount: str) -> str:
-    result = run_kiosk("charge", amount, "--json", "--config", config)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)["payment"]["id"]
-
-
-def test_export_all_with_a_voided_sale_can_be_imported(tmp_path, fake_stripe):
+def test_export_all_with_a_voided_sale_can_be_imported(tmp_path, kiosks):
     """`kiosk export --all` copies voided sales; `kiosk import` must take them, or the
     pending payments just moved out of this kiosk are stranded in a file no kiosk accepts."""
-    a = make_kiosk(tmp_path / "a", fake_stripe, "stall-a")
-    b = make_kiosk(tmp_path / "b", fake_stripe, "stall-b")
-    passfile = tmp_path / "passphrase"
-    passfile.write_text(PASSPHRASE + "\n")
-    passfile.chmod(0o600)
-    voided, kept = sell(a, "4.00"), sell(a, "6.00")
+    a, b, passfile = kiosks
+    voided, kept = sell(a, "4.00", "6.00")
     assert run_kiosk("void", voided, "--config", a).returncode == 0
     file = tmp_path / "move.kexp"
-    result = run_kiosk("export", file, "--passphrase-file", passfile, "--all", "--config", a)
+    result = export(a, file, passfile, "--all")
     assert result.returncode == 0, result.stderr
-    on_a = {p["id"]: p["state"] for p in run_json("queue", "--all", "--config", a)}
-    assert on_a[kept] == "moved"                      # the sale now lives only in the file
-    result = run_kiosk("import", file, "--passphrase-file", passfile, "--config", b)
-    assert result.returncode == 0, result.stderr      # defect: "is 'voided' among the settled payments"
-    on_b = {p["id"]: p["state"] for p in run_json("queue", "--all", "--config", b)}
-    assert on_b.get(kept) == "pending"
+    assert queue(a)[kept]["state"] == "moved"         # the sale now lives only in the file
+    result = import_(b, file, passfile)
+    assert result.returncode == 0, result.stderr      # was: "is 'voided' among the settled payments"
+    assert queue(b)[kept]["state"] == "pending"
 
 
 def wait_until(condition, what: str) -> None:
@@ -123,21 +100,17 @@ def test_kiosk_refund_of_a_small_amount_is_not_refused_as_below_the_minimum_char
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_pending_refund_moved_to_another_kiosk_is_given_back_once(tmp_path, fake_stripe):
-    a = make_kiosk(tmp_path / "a", fake_stripe, "stall-a")
-    b = make_kiosk(tmp_path / "b", fake_stripe, "stall-b")
-    passfile = tmp_path / "passphrase"
-    passfile.write_text(PASSPHRASE + "\n")
-    passfile.chmod(0o600)
-    sale = sell(a, "10.00")
+def test_a_pending_refund_moved_to_another_kiosk_is_given_back_once(tmp_path, fake_stripe, kiosks):
+    a, b, passfile = kiosks
+    [sale] = sell(a, "10.00")
     assert run_kiosk("sync", "--config", a).returncode == 0
     fake_stripe.set_offline(True)
     result = run_kiosk("refund", sale, "4.00", "--config", a)
     assert result.returncode == 0 and "REFUND QUEUED" in result.stdout, result.stdout + result.stderr
     fake_stripe.set_offline(False)
     file = tmp_path / "move.kexp"
-    assert run_kiosk("export", file, "--passphrase-file", passfile, "--all", "--config", a).returncode == 0
-    result = run_kiosk("import", file, "--passphrase-file", passfile, "--config", b)
+    assert export(a, file, passfile, "--all").returncode == 0
+    result = import_(b, file, passfile)
     assert result.returncode == 0, result.stderr
     assert run_kiosk("sync", "--config", b).returncode == 0
     assert run_kiosk("sync", "--config", a).returncode == 0

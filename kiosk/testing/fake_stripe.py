@@ -333,14 +333,16 @@ def _listify(node: Any, keep_dicts: frozenset[str], name: str | None = None) -> 
     return out
 
 
-def _format_amount(amount: int, currency: str) -> str:
+def _major(amount: int, currency: str) -> str:
     if currency in ZERO_DECIMAL:
-        major = f"{amount:,}"
-    elif currency in THREE_DECIMAL:
-        major = f"{amount / 1000:,.3f}"
-    else:
-        major = f"{amount / 100:,.2f}"
-    symbol = _SYMBOLS.get(currency)
+        return f"{amount:,}"
+    if currency in THREE_DECIMAL:
+        return f"{amount / 1000:,.3f}"
+    return f"{amount / 100:,.2f}"
+
+
+def _format_amount(amount: int, currency: str) -> str:
+    major, symbol = _major(amount, currency), _SYMBOLS.get(currency)
     return f"{symbol}{major} {currency}" if symbol else f"{major} {currency}"
 
 
@@ -633,9 +635,7 @@ class FakeStripe:
 
     def intents_for(self, kiosk_payment_id: str) -> list[dict]:
         """PaymentIntents whose ``metadata.kiosk_payment_id`` equals *kiosk_payment_id*."""
-        with self._lock:
-            return [copy.deepcopy(pi) for pi in self._pis
-                    if pi["metadata"].get("kiosk_payment_id") == kiosk_payment_id]
+        return self._tagged(self._pis, kiosk_payment_id)
 
     @property
     def refunds(self) -> list[dict]:
@@ -645,9 +645,11 @@ class FakeStripe:
 
     def refunds_for(self, kiosk_payment_id: str) -> list[dict]:
         """Refunds whose ``metadata.kiosk_payment_id`` equals *kiosk_payment_id*."""
+        return self._tagged(self._refunds, kiosk_payment_id)
+
+    def _tagged(self, objects: list[dict], kiosk_payment_id: str) -> list[dict]:
         with self._lock:
-            return [copy.deepcopy(r) for r in self._refunds
-                    if r["metadata"].get("kiosk_payment_id") == kiosk_payment_id]
+            return [copy.deepcopy(o) for o in objects if o["metadata"].get("kiosk_payment_id") == kiosk_payment_id]
 
     def charge_of(self, pi_id: str) -> dict | None:
         """The latest charge of PaymentIntent *pi_id* (a deep copy), or None."""
@@ -1489,13 +1491,7 @@ def _page(items: list, params: dict, key: Callable[[dict], Any], by_id: dict,
 
 def _money(amount: int, currency: str) -> str:
     """An amount as Stripe's refund errors show it: "$6.00", "\u00a5500"."""
-    if currency in ZERO_DECIMAL:
-        major = f"{amount:,}"
-    elif currency in THREE_DECIMAL:
-        major = f"{amount / 1000:,.3f}"
-    else:
-        major = f"{amount / 100:,.2f}"
-    symbol = _SYMBOLS.get(currency)
+    major, symbol = _major(amount, currency), _SYMBOLS.get(currency)
     return f"{symbol}{major}" if symbol else f"{currency.upper()} {major}"
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from kiosk import FAILED
 
 from . import screens as _screens     # the registry these builders join (below)
-from .layout import Box, column, grid, row
+from .layout import Box, column, row
 from .money_actions import SAID_TONE, actions_for
 from .screens import (APPROVED_OFFLINE, BACKGROUND, DANGER, INK, KEY_BORDER, MUTED, ONLINE, PANEL, RESULT,
-                      STATE_COLOUR, UNCONFIRMED, Context, Scene)
+                      STATE_COLOUR, UNCONFIRMED, Context, Scene, keypad)
 from .state import UiState
 
 TONES = {"good": ONLINE, "offline": RESULT[APPROVED_OFFLINE], "unsure": RESULT[UNCONFIRMED], "bad": DANGER}
@@ -125,14 +125,7 @@ def refund_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
         scene.text(info, ui.refund_error, name="refund_error", colour=DANGER, role="small", bold=True)
     else:
         scene.text(info, _what(detail.payment, ctx), name="refund_of", colour=MUTED, role="small")
-    keys = entry.keys()
-    for i, line in enumerate(grid(pad, 4, 3, gap)):
-        for j, box in enumerate(line):
-            key = keys[i * 3 + j]
-            if key == "back":
-                scene.button(box, "refund_key_back", style="key", icon="back")
-            else:
-                scene.button(box, f"refund_key_{key}", key, style="key", role="large")
+    keypad(scene, pad, entry, gap, prefix="refund_key_")
     cancel, next_ = row(buttons, [(0, 40), (0, 60)], gap)
     scene.button(cancel, "refund_cancel", t("cancel"), style="light", role="large")
     scene.button(next_, "refund_next", t("confirm_refund", amount=ctx.money(entry.minor, currency)),

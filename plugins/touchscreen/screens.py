@@ -330,16 +330,21 @@ def sale_screen(scene: Scene, ui: UiState, ctx: Context) -> None:
     if items_box is not None:
         quick_items_grid(scene, items_box, ui, ctx)
     if pad is not None:
-        keys = entry.keys()
-        for i, line in enumerate(grid(pad, 4, 3, gap)):
-            for j, box in enumerate(line):
-                key = keys[i * 3 + j]
-                if key == "back":
-                    scene.button(box, "key_back", style="key", icon="back")
-                else:
-                    scene.button(box, f"key_{key}", key, style="key", role="large")
+        keypad(scene, pad, entry, gap)
     label = t("charge", amount=ctx.money(goods, entry.currency)) if goods else t("enter_amount")
     scene.button(charge, "charge", label, style="charge", enabled=bool(goods), role="large")
+
+
+def keypad(scene: Scene, pad: Box, entry, gap: int, prefix: str = "key_") -> None:
+    """The amount keypad's 4 x 3 keys in ``pad``, named ``<prefix><key>`` (the sale's, a refund's)."""
+    keys = entry.keys()
+    for i, line in enumerate(grid(pad, 4, 3, gap)):
+        for j, box in enumerate(line):
+            key = keys[i * 3 + j]
+            if key == "back":
+                scene.button(box, f"{prefix}back", style="key", icon="back")
+            else:
+                scene.button(box, f"{prefix}{key}", key, style="key", role="large")
 
 
 def quick_items_grid(scene: Scene, box: Box, ui: UiState, ctx: Context) -> None:
