@@ -30,7 +30,8 @@ from conftest import ROOT, write_config
 from kiosk.money import format_amount
 
 FLASH = ROOT / "image" / "flash"
-TOOLS = ("sfdisk", "mkfs.vfat", "mcopy", "mdir", "mdel", "mkfs.ext4", "debugfs", "e2image", "e2fsck", "blkid")
+TOOLS = ("sfdisk", "mkfs.vfat", "mcopy", "mdir", "mdel", "mkfs.ext4", "debugfs", "dumpe2fs", "e2image", "e2fsck",
+         "blkid")
 # the e2fsprogs and fdisk tools live in sbin, which a user's PATH may lack
 PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 MISSING = [tool for tool in TOOLS if shutil.which(tool, path=PATH) is None]
@@ -169,10 +170,14 @@ def make_card(path: Path, sales=(), settle_with=None, boot_settings: dict | None
                      mirror=mirror)
 
 
-def switched_off_during_a_sale(where: Path) -> Path:
+def switched_off_during_a_sale(where: Path, torn: bool = False) -> Path:
     """A data partition as a kiosk switched off without shutting down leaves
     it (mounted data=journal): the queue in place holds no payment, the
-    newest sale is only in the ext4 journal, not yet replayed."""
+    newest sale is only in the ext4 journal, not yet replayed.  TORN: the
+    power went while the journal's blocks were being laid in place (a
+    checkpoint cut short): the group descriptors and an inode already are,
+    and that inode -- a log grown in pieces, with an extent block -- points
+    at an extent block still only in the journal."""
     from kiosk.boot import open_kiosk
     data = empty_data(where / "data")
     fill_queue(data / "kiosk", [])
@@ -187,6 +192,13 @@ def switched_off_during_a_sale(where: Path) -> Path:
     shutil.copyfile(before, after)
     script = "".join(f"rm /kiosk/{name}\nwrite {data}/kiosk/{name} /kiosk/{name}\nsif /kiosk/{name} mode 0100600\n"
                      for name in ("live.kdb", "history.sqlite"))
+    if torn:
+        log = where / "pieces.log"              # 12 pieces with holes between: more than an inode holds
+        with open(log, "wb") as out:
+            for piece in range(12):
+                out.seek(2 * piece * 1024)
+                out.write(b"L" * 1024)
+        script += f"write {log} /system/pieces.log\n"
     (where / "sale.debugfs").write_text(script)
     sh("debugfs", "-w", "-f", where / "sale.debugfs", after)
     # ... goes into BEFORE's journal only: every block that changed but the superblock
@@ -195,6 +207,16 @@ def switched_off_during_a_sale(where: Path) -> Path:
     (where / "blocks.bin").write_bytes(b"".join(new[n * 1024:(n + 1) * 1024] for n in changed))
     (where / "journal.debugfs").write_text(f"jo\njw -b {','.join(map(str, changed))} {where / 'blocks.bin'}\njc\n")
     sh("debugfs", "-w", "-f", where / "journal.debugfs", before)
+    if torn:
+        located = sh("debugfs", "-R", "imap /system/pieces.log", after, text=True).stdout
+        inode_block = int(re.search(r"located at block (\d+)", located)[1])
+        extent_block = int(re.search(r"^ 0/ 1 .*?(\d+)\s+\d+\s*$", sh("debugfs", "-R", "ex /system/pieces.log",
+                                                                    after, text=True).stdout, re.M)[1])
+        assert {2, inode_block, extent_block} <= set(changed)
+        with open(before, "r+b") as card:
+            for block in (2, inode_block):      # laid in place; the extent block is not
+                card.seek(block * 1024)
+                card.write(new[block * 1024:(block + 1) * 1024])
     return before
 
 
@@ -466,6 +488,25 @@ def test_the_newest_sales_still_in_the_journal_are_counted(built, tmp_path):
     assert "1 payment" in kept.stdout and format_amount(1250, "eur") in kept.stdout
 
 
+def test_a_card_cut_off_while_its_journal_was_laid_in_place_is_read_once_replayed(built, tmp_path):
+    data = switched_off_during_a_sale(tmp_path / "parts", torn=True)
+    image_id = b"KIOSK_VERSION=0.1.0\n"
+    target = make_disk(tmp_path / "card.img", data=data, boot={"kiosk-image-id.txt": image_id},
+                       root={"etc/kiosk-image-id": image_id})
+    # as it lies on the card, an inode points at an extent block only the journal holds
+    walked = subprocess.run(["e2image", "-r", "-o", str(part_offset(target, 3)), target, tmp_path / "walked.img"], capture_output=True, text=True,
+                            env=dict(os.environ, PATH=PATH, LC_ALL="C"))
+    assert walked.returncode != 0 and "Corrupt extent header" in walked.stderr, walked.stderr
+    before = sha(target)
+    refused = flash("--erase", "--yes", built["new"], target)
+    assert refused.returncode == 3, refused.stderr
+    assert "1 payment" in refused.stderr and format_amount(1250, "eur") in refused.stderr
+    assert sha(target) == before
+    kept = flash("--yes", built["new"], target)
+    assert kept.returncode == 0, kept.stderr
+    assert "1 payment" in kept.stdout and format_amount(1250, "eur") in kept.stdout
+
+
 # -- erasing ---------------------------------------------------------------------------
 
 def test_erase_is_refused_while_payments_wait(built, card):
@@ -662,6 +703,52 @@ def test_a_third_partition_with_any_ext_filesystem_is_not_erased_blindly(built, 
     assert sha(other) == before
 
 
+def test_range_arithmetic_agrees_with_sets():
+    ext_usage = load_flash_module("ext_usage")
+    import random
+    rng = random.Random(7)
+
+    def blocks(ranges):
+        return {block for start, end in ranges for block in range(start, end)}
+    for _ in range(300):
+        pieces = [(a, a + rng.randrange(0, 9)) for a in (rng.randrange(0, 60) for _ in range(rng.randrange(0, 6)))]
+        holes = [(a, a + rng.randrange(0, 9)) for a in (rng.randrange(0, 60) for _ in range(rng.randrange(0, 6)))]
+        merged = ext_usage.merge(pieces)
+        assert blocks(merged) == blocks(pieces)
+        assert all(end < start for (_, end), (start, _) in zip(merged, merged[1:]))
+        assert blocks(ext_usage.subtract(merged, holes)) == blocks(pieces) - blocks(holes)
+
+
+@pytest.mark.parametrize("block_size", [1024, 4096])
+def test_the_blocks_in_use_carry_everything_a_full_check_reads(tmp_path, block_size):
+    """A copy holding only the blocks used_blocks names is the whole
+    filesystem to e2fsck -f: every file, folder, the journal; the unused
+    parts of the inode tables (most of what the bitmaps mark) are left out."""
+    ext_usage = load_flash_module("ext_usage")
+    data = empty_data(tmp_path / "data")
+    (data / "kiosk" / "history.sqlite").write_bytes(os.urandom(300_000))
+    for n in range(40):
+        (data / "system" / f"pairing-{n}").write_bytes(os.urandom(100 + 37 * n))
+    fs = tmp_path / "data.img"
+    sh("mkfs.ext4", "-q", "-F", "-b", block_size, "-d", data, fs, "64M")
+    got_size, used = ext_usage.used_blocks(str(fs))
+    assert got_size == block_size
+    copy = tmp_path / "copy.img"
+    raw = fs.read_bytes()
+    with open(copy, "wb") as out:
+        out.truncate(len(raw))
+        for start, end in used:
+            out.seek(start * block_size)
+            out.write(raw[start * block_size:end * block_size])
+    sh("e2fsck", "-fn", copy)                  # exit status 0: nothing missing, nothing wrong
+    assert sh("debugfs", "-R", "cat /kiosk/history.sqlite", copy).stdout == (data / "kiosk" / "history.sqlite").read_bytes()
+    listed = subprocess.run(["dumpe2fs", "-h", fs], capture_output=True, text=True, check=True,
+                            env=dict(os.environ, PATH=PATH, LC_ALL="C")).stdout
+    count, free = (int(re.search(rf"^{name}:\s+(\d+)", listed, re.M)[1]) for name in ("Block count", "Free blocks"))
+    in_use = sum(end - start for start, end in used)
+    assert in_use < (count - free) * 0.8, (in_use, count - free)
+
+
 @pytest.mark.parametrize("unreadable", ["the partition table", "the data partition's superblock"])
 def test_a_read_error_on_the_card_stops_the_run(built, card, monkeypatch, capsys, unreadable):
     module = load_flash_module()
@@ -744,8 +831,8 @@ def test_the_journal_copy_is_made_in_a_private_folder_in_ram_and_removed(built, 
     card_queue = load_flash_module("card_queue")
     real_copy = card_queue.replayed_copy
 
-    def watched(card_path, partition, info, work, files):
-        copy = real_copy(card_path, partition, info, work, files)
+    def watched(card_path, partition, work):
+        copy = real_copy(card_path, partition, work)
         seen.append((work, fs_type(work), stat.S_IMODE(work.stat().st_mode), fs_type(copy)))
         return copy
     monkeypatch.setattr(card_queue, "replayed_copy", watched)

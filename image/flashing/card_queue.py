@@ -12,7 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .disks import ExtInfo, Partition
+from .disks import Partition
+from .ext_usage import merge, subtract, used_blocks
 from .storage import card_storage, storage_files
 from .target import Target
 from .tools import E2FSCK_OK, Unreadable, debugfs, listing, run
@@ -58,39 +59,68 @@ class Queue:
         return f"{self.waiting_text()}{settled}"
 
 
-def replayed_copy(target: Path, data: Partition, info: ExtInfo, work: Path, files: list[str]) -> Path:
-    """A private copy of the data partition's metadata and queue FILES with its
-    journal replayed.  The data partition is mounted data=journal, and a kiosk
-    switched off without shutting down leaves its newest sales in the journal
-    only: read without replaying, the queue would look older -- possibly empty.
-    The card itself is not written to.  The copy holds the journal, which
-    (data=journal) may hold the contents of any file written lately, the
-    Stripe key's included, and the queue FILES, the queue's key among them:
-    WORK must be the private RAM-backed folder (see work_folder), deleted
-    when the run ends."""
-    copy, peek = work / "data-meta.img", work / "data-peek.img"
-    # metadata (inodes, folders, the journal and so what it holds), no other file contents
-    run(["e2image", "-r", "-o", str(data.start), str(target), str(copy)], "copying the data partition's metadata")
-    run(["cp", "--sparse=always", str(copy), str(peek)], "copying the data partition's metadata")
-    run(["e2fsck", "-p", "-E", "journal_only", str(peek)], "replaying the data partition's journal",
-        ok=E2FSCK_OK)
-    # where the queue files' blocks are once the journal is replayed ...
-    folder = listing(str(peek), "/", work)
-    blocks: list[int] = []
-    if QUEUE_DIR in folder:
-        for name in listing(str(peek), f"/{QUEUE_DIR}", work):
-            if name in files:
-                blocks += [int(b) for b in debugfs(str(peek), f"blocks /{QUEUE_DIR}/{name}", work).split()]
-    peek.unlink()
-    # ... are copied from the card; replaying then lays the journal's newer blocks over them
-    with open(target, "rb") as card, open(copy, "r+b") as out:
-        for block in sorted(set(blocks)):
-            card.seek(data.start + block * info.block_size)
-            out.seek(block * info.block_size)
-            out.write(card.read(info.block_size))
+def replayed_copy(target: Path, data: Partition, work: Path) -> Path:
+    """A private copy of the data partition, its journal replayed.  The
+    partition is mounted data=journal, and a kiosk switched off without
+    shutting down leaves its newest sales in the journal only: read without
+    replaying, the queue would look older -- possibly empty -- and what lies
+    in place may not even be readable (an inode pointing at a block only the
+    journal holds).  The card itself is not written to.
+
+    The copy holds every block the partition's bitmaps mark as used, so the
+    Stripe key and the queue's key among them, and the journal, which
+    (data=journal) may hold any file written lately: WORK must be the private
+    RAM-backed folder (see work_folder), deleted when the run ends.  Blocks
+    of zeros are left as holes; the partition is mostly the queue, so the
+    copy is about the size of the queue."""
+    copy = work / "data-replayed.img"
+    card = f"{target}?offset={data.start}"
+    block_size, in_place = used_blocks(card)
+    with open(target, "rb") as source, open(copy, "wb") as out:
+        os.chmod(copy, 0o600)
+        out.truncate(data.size)
+        _copy_blocks(source, out, data.start, block_size, in_place)
     run(["e2fsck", "-p", "-E", "journal_only", str(copy)], "replaying the data partition's journal",
         ok=E2FSCK_OK)
+    # the bitmaps in place may be older than the journal's: a block in use
+    # only once it is replayed, and which the journal did not write either
+    # (a card once mounted data=ordered writes data in place before its
+    # journal commits), is still a hole in the copy -- it comes from the card
+    _, replayed = used_blocks(str(copy))
+    with open(target, "rb") as source, open(copy, "r+b") as out:
+        missing = [(block, block + 1) for start, end in subtract(replayed, in_place)
+                   for block in range(start, end) if _hole(out, block * block_size, block_size)]
+        _copy_blocks(source, out, data.start, block_size, merge(missing))
     return copy
+
+
+CHUNK = 4 << 20
+
+
+def _copy_blocks(source, out, offset: int, block_size: int, ranges) -> None:
+    """Copy the block RANGES of the partition at OFFSET in SOURCE to the
+    same blocks of OUT, leaving blocks of zeros as holes."""
+    zero = bytes(block_size)
+    for start, end in ranges:
+        at, stop = start * block_size, end * block_size
+        while at < stop:
+            source.seek(offset + at)
+            chunk = source.read(min(CHUNK, stop - at))
+            if not chunk:
+                raise Unreadable(f"the card ends inside its data partition (block {at // block_size})")
+            for piece in range(0, len(chunk), block_size):
+                if chunk[piece:piece + block_size] != zero:
+                    out.seek(at + piece)
+                    out.write(chunk[piece:piece + block_size])
+            at += len(chunk)
+
+
+def _hole(out, offset: int, length: int) -> bool:
+    """True if OUT holds nothing written at [OFFSET, OFFSET + LENGTH)."""
+    try:
+        return os.lseek(out.fileno(), offset, os.SEEK_DATA) >= offset + length
+    except OSError:         # ENXIO: no data from OFFSET to the end
+        return True
 
 
 def dump_queue(device: str, into: Path, work: Path, files: list[str]) -> bool:
@@ -154,14 +184,11 @@ def read_queue(target: Target, work: Path) -> Queue:
     data = target.partitions[2]
     card = f"{target.path}?offset={data.start}"
     try:
-        # the card's settings as they lie on it, journal not replayed: they name
-        # the files the replayed copy must hold, so they are read before it is made
-        storage = card_storage(card, work)
+        # switched off without shutting down: everything, the card's settings
+        # too, is read as the kiosk will find it, the journal replayed
+        device = str(replayed_copy(target.path, data, work)) if target.data.recovering else card
+        storage = card_storage(device, work)
         files = storage_files(storage)      # Stop if the plugin cannot answer
-        if target.data.recovering:
-            device = str(replayed_copy(target.path, data, target.data, work, files))
-        else:
-            device = card
         if not dump_queue(device, work / "queue", work, files):
             return Queue(empty_card=True)
         payments, settled = list_payments(work / "queue", work, storage)

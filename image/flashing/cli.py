@@ -52,8 +52,9 @@ read error on the card stops the run.
 Before writing, the card's queue is read with the kiosk's own code from the
 queue files copied off the card (never mounted) into a private 0700 folder in
 RAM, removed at the end.  If the data partition's journal must be replayed,
-its metadata and journal are copied there too, and the journal may hold any
-recently written file, the Stripe key included; nothing of it is printed.
+every block of the partition in use (its block bitmaps say which) is copied
+there and the journal replayed on that copy: the Stripe key is among them,
+and nothing of it is printed.
 The image is read to the end and checked before anything is written (an
 .img.xz is streamed once to check it, once to write it), so that a bad image
 writes nothing; for --keep-data the new boot partition, settings carried
@@ -145,7 +146,7 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
-    # debugfs, e2image and e2fsck live in sbin, which a user's PATH (no sudo) may lack
+    # debugfs, dumpe2fs and e2fsck live in sbin, which a user's PATH (no sudo) may lack
     os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
     try:
         import kiosk.money  # noqa: F401  (the queue is read with the kiosk's own code)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .common import EXIT_USAGE, Stop
 
-TOOLS_CARD = ("debugfs", "e2image", "e2fsck")
+TOOLS_CARD = ("debugfs", "dumpe2fs", "e2fsck")
 TOOLS_KEEP = ("mdir", "mcopy", "mdel")
 E2FSCK_OK = (0, 1)               # 1: "errors corrected", which replaying the journal is
 MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}     # a partition inside a disk, not a floppy
