@@ -215,6 +215,23 @@ def test_minimum_amounts(fake, currency, too_small, ok):
     assert create(c, amount=ok, currency=currency, kpid="kp-min").status == "succeeded"
 
 
+@pytest.mark.parametrize("currency", ["kwd", "bhd", "jod", "omr", "tnd"])
+def test_three_decimal_amounts_must_end_in_zero(fake, currency):
+    """Stripe: PaymentIntents and refunds in three-decimal currencies need a last digit of 0."""
+    c = client_for(fake)
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        create(c, amount=5125, currency=currency)
+    assert ei.value.http_status == 400 and ei.value.param == "amount"
+    assert fake.payment_intents == []
+    pi = create(c, amount=5120, currency=currency, kpid="kp-tens")
+    assert pi.status == "succeeded"
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        c.v1.refunds.create(params={"payment_intent": pi.id, "amount": 1005})
+    assert ei.value.param == "amount" and fake.refunds == []
+    assert c.v1.refunds.create(params={"payment_intent": pi.id, "amount": 1000}).status == "succeeded"
+    assert create(c, amount=5125, currency="usd", kpid="kp-cents").status == "succeeded"
+
+
 @pytest.mark.parametrize("override,param", [
     ({"amount": 0}, "amount"),
     ({"amount": "12.50"}, "amount"),

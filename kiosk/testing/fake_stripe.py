@@ -48,6 +48,8 @@ What it implements, as of API version ``2026-10-28.endive``:
   amount on charge ($5.00)"; "... than charge amount ..." before any refund),
   no captured charge (no code, "This PaymentIntent (pi_...) does not have a
   successful charge to refund.").  Update and cancel are checked, then 404.
+  In BHD, JOD, KWD, OMR and TND, a PaymentIntent's or a refund's amount not
+  ending in 0 is refused, as Stripe documents (400, ``param`` ``amount``).
 * Stripe's test tokens: ``pm_card_visa`` and the other brands succeed,
   ``pm_card_chargeDeclined*`` decline (402 ``card_error``; the PaymentIntent
   goes to ``requires_payment_method`` with ``last_payment_error``), and
@@ -331,6 +333,15 @@ def _listify(node: Any, keep_dicts: frozenset[str], name: str | None = None) -> 
     if out and name is not None and all(k.isdigit() for k in out):
         return [out[k] for k in sorted(out, key=int)]
     return out
+
+
+def _whole_tens(amount: int, currency: str) -> None:
+    """Stripe takes three-decimal currencies in PaymentIntents and refunds
+    only with a last digit of 0 (docs, "Three-decimal currencies": "round
+    amounts to the nearest ten"); the wording of its refusal is ours."""
+    if currency in THREE_DECIMAL and amount % 10:
+        raise _invalid(f"Amounts in {currency.upper()} must end in 0 (a multiple of 10): {amount} does not.",
+                       param="amount")
 
 
 def _major(amount: int, currency: str) -> str:
@@ -991,6 +1002,7 @@ class FakeStripe:
         if amount > MAXIMUM_AMOUNT:
             raise _invalid(f"Amount must be no more than {_format_amount(MAXIMUM_AMOUNT, currency)}",
                            param="amount", code="amount_too_large")
+        _whole_tens(amount, currency)
         return amount, currency
 
     @staticmethod
@@ -1374,6 +1386,7 @@ class FakeStripe:
         if "currency" in params and params["currency"].lower() != charge["currency"]:
             raise _invalid("The currency of the refund must be the currency of the charge.",
                            param="currency")
+        _whole_tens(amount, charge["currency"])
         status = "succeeded"
         if self._leave_refund_n > 0:
             self._leave_refund_n -= 1
