@@ -35,6 +35,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from .durable import settle_rename
+
 MAGIC = b"KIOSKEXP"
 VERSION = 1
 KDF_SCRYPT = 1
@@ -112,7 +114,7 @@ def write(path: Path, passphrase: str, manifest: dict, pending: list[dict], sett
         if path.exists():           # made while we wrote: still never overwritten
             raise FileExistsError(errno.EEXIST, "already exists", str(path))
         os.rename(temp, path)
-        _fsync_folder(folder)
+        settle_rename(path)         # a FAT stick pulled out right after must hold the whole file
     except OSError as exc:
         _remove(temp)
         raise ExportFileError(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -120,17 +122,6 @@ def write(path: Path, passphrase: str, manifest: dict, pending: list[dict], sett
         _remove(temp)
         raise
     return key
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:     # a folder some filesystems cannot fsync (their rename is durable)
-            raise
-    finally:
-        os.close(fd)
 
 
 def _remove(temp: Path) -> None:

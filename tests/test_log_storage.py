@@ -603,7 +603,7 @@ def test_failed_append_is_undone(tmp_path, key, monkeypatch):
         os.write(fd, data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ls, "_write_all", half_then_enospc)
+    monkeypatch.setattr(ls, "write_all", half_then_enospc)
     with pytest.raises(OSError):
         t.insert({"a": 2})
     monkeypatch.undo()

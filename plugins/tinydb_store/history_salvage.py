@@ -18,8 +18,9 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from kiosk.durable import rename_durably, settle_rename
+
 from .history import NONCE_LEN, ROW, History
-from .log_storage import _fsync_dir
 
 log = logging.getLogger("kiosk.store")
 
@@ -55,8 +56,7 @@ def _keep_aside(path: Path) -> Path:
             _copy(wal, Path(str(aside) + "-wal"))
         tmp = aside.with_name(f".{aside.name}.tmp-{secrets.token_hex(6)}")
         _copy(path, tmp)
-        os.replace(tmp, aside)          # under its name only once whole
-        _fsync_dir(str(path.parent))
+        rename_durably(tmp, aside)      # under its name only once whole
     return aside
 
 
@@ -154,7 +154,7 @@ def rebuild(path, key: bytes, file_id: str | None) -> tuple[str, str]:
     os.replace(fresh, path)
     for name in (Path(str(fresh) + "-wal"), Path(str(fresh) + "-shm")):
         name.unlink(missing_ok=True)
-    _fsync_dir(str(path.parent))
+    settle_rename(path)
     stretches = [f"rows {a}-{b}" if b else f"rows from {a} on" for a, b in payments_lost]
     parts = [f"{kept} settled payments read"]
     if stretches or bad:

@@ -36,6 +36,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from kiosk import Setting, crash_point
+from kiosk.durable import fsync_folder
+from kiosk.durable import settle_rename, write_all
+
 
 from . import log_storage
 from .log_storage import KEY_LEN, StoreAlarm, read_private
@@ -138,20 +141,6 @@ def unseal(blob: bytes, secret: bytes, where: Path) -> bytes:
 
 # -- on disk ------------------------------------------------------------------------
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _read_private(path: Path) -> bytes:
     """A sealed key file's bytes, refused unless it is a regular file only its owner can read."""
     return read_private(path, SEALED_LEN + 1)
@@ -164,7 +153,7 @@ def _write_new(path: Path, data: bytes) -> None:
     try:
         try:
             os.fchmod(fd, 0o600)
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -177,7 +166,7 @@ def _write_new(path: Path, data: bytes) -> None:
             os.rename(tmp, path)        # a file system without hard links; the store's lock keeps others out
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    settle_rename(path)             # FAT (no hard links) keeps a renamed file empty until this
 
 
 def _erase_plain(data_dir: Path) -> None:
@@ -188,19 +177,19 @@ def _erase_plain(data_dir: Path) -> None:
     try:
         if plain.exists():
             os.replace(plain, erasing)
-            _fsync_dir(data_dir)
+            fsync_folder(data_dir)
             crash_point("seal:after_aside")
         if erasing.exists():
             fd = os.open(erasing, os.O_WRONLY)
             try:
                 # the file system's blocks get other bytes; the flash's spare copies may not (docs/secrets.md)
-                _write_all(fd, os.urandom(KEY_LEN))
+                write_all(fd, os.urandom(KEY_LEN))
                 os.fsync(fd)
             finally:
                 os.close(fd)
             crash_point("seal:after_overwrite")
             erasing.unlink()
-            _fsync_dir(data_dir)
+            fsync_folder(data_dir)
     except OSError as exc:
         log.warning("the plain queue key is sealed but not yet erased (%s); the next start tries again",
                     exc.strerror)

@@ -82,6 +82,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from tinydb.storages import Storage
 
 from kiosk import crash_point
+from kiosk.durable import fsync_folder
+from kiosk.durable import settle_rename, write_all
+
 
 __all__ = ["StoreAlarm", "create_key", "load_key", "EncryptedLogStorage"]
 
@@ -138,24 +141,6 @@ class _Bad(Exception):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """One os.write; loops only if the kernel reports a short write."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        if n <= 0:
-            raise OSError(errno.ENOSPC, "short write")
-        view = view[n:]
 
 
 def _read_all(fd: int) -> bytes:
@@ -221,7 +206,7 @@ def create_key(path) -> bool:
         return False
     try:
         os.fchmod(fd, 0o600)
-        _write_all(fd, os.urandom(KEY_LEN))
+        write_all(fd, os.urandom(KEY_LEN))
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -231,7 +216,7 @@ def create_key(path) -> bool:
             pass
         raise
     os.close(fd)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    fsync_folder(os.path.dirname(os.path.abspath(path)))
     return True
 
 
@@ -410,7 +395,7 @@ class EncryptedLogStorage(Storage):
             return
         crash_point("mirror:before_append")
         try:
-            _write_all(fd, record)
+            write_all(fd, record)
             if self.cut_detection:
                 _write_witness(fd, self._file_id, self._end + len(record), records)
         except OSError as e:
@@ -468,7 +453,7 @@ class EncryptedLogStorage(Storage):
             self._copies = copies
             self._data = {name: _fresh(table) for name, table in copies.items()}
             try:
-                _fsync_dir(self._dir)
+                settle_rename(self.path, self._fd)
             except OSError as e:
                 self._failed = f"directory fsync after compaction failed ({e.strerror})"
                 raise
@@ -502,7 +487,7 @@ class EncryptedLogStorage(Storage):
                 continue
         try:
             os.fchmod(fd, 0o600)
-            _write_all(fd, content)
+            write_all(fd, content)
             if self.cut_detection:
                 self.cut_detection = _write_witness(fd, file_id, len(content), 1)
             os.fsync(fd)
@@ -534,7 +519,7 @@ class EncryptedLogStorage(Storage):
                 if not os.path.lexists(self.path):  # no hard links here: rename instead
                     os.replace(tmp, self.path)
             self._unlink_quietly(tmp)
-            _fsync_dir(self._dir)
+            settle_rename(self.path, fd)
         finally:
             os.close(fd)
 
@@ -651,11 +636,11 @@ class EncryptedLogStorage(Storage):
                     continue
                 try:
                     os.fchmod(fd, 0o600)
-                    _write_all(fd, buf)
+                    write_all(fd, buf)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                _fsync_dir(self._dir)
+                fsync_folder(self._dir)
                 return name, ""
             return None, "; could not keep a copy aside (no free name)"
         except OSError as e:
@@ -899,7 +884,7 @@ class EncryptedLogStorage(Storage):
     def _append(self, record: bytes, records: int) -> None:
         fd = self._fd
         try:
-            _write_all(fd, record)
+            write_all(fd, record)
             if self.cut_detection:     # in the same journal commit as the record (fsync below)
                 self.cut_detection = _write_witness(fd, self._file_id, self._end + len(record), records)
             self._write_mirror(record, records)
@@ -959,7 +944,7 @@ def install_copy(path, content: bytes, file_id: Optional[bytes], records: int) -
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.fchmod(fd, 0o600)
-        _write_all(fd, content)
+        write_all(fd, content)
         if file_id is not None:       # a key file has none
             _write_witness(fd, file_id, len(content), records)
         os.fsync(fd)
@@ -974,7 +959,7 @@ def install_copy(path, content: bytes, file_id: Optional[bytes], records: int) -
         except OSError:
             pass
         raise
-    _fsync_dir(folder)
+    settle_rename(path)         # on a FAT stick the folder alone would keep an empty file
 
 
 class _Declared:

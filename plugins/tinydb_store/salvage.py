@@ -18,8 +18,10 @@ from typing import Optional
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kiosk.durable import rename_durably
+
 from .log_storage import (AAD_TAG, HEADER_LEN, MAGIC, MIN_BODY, NONCE_LEN, EncryptedLogStorage, _Bad,
-                          _DIAGNOSE_WINDOW, _LEN, _SEQ, _fsync_dir, read_witness)
+                          _DIAGNOSE_WINDOW, _LEN, _SEQ, read_witness)
 
 
 class Salvage:
@@ -149,5 +151,4 @@ def rewrite(path, key: bytes, label: str, state: dict, generation: int) -> None:
         os.unlink(tmp)
         raise
     storage.close()
-    os.replace(tmp, path)
-    _fsync_dir(folder)
+    rename_durably(tmp, path)
