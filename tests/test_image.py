@@ -525,6 +525,24 @@ def test_firstboot_sets_the_mirror_only_where_there_is_one_and_a_new_card_takes_
         assert queue.returncode == 0, queue.stderr
         assert [p["amount"] for p in json.loads(queue.stdout)] == [450]
 
+        # a new card whose stick's key was cut to 0 bytes (a power cut right after an earlier
+        # release renamed it onto the FAT stick): a queue of its own, the stick's copy kept, an alarm
+        third = scratch / "third"
+        third.mkdir()
+        cut_root, cut_boot = firstboot_tree(built, third)
+        (cut_root / "run/kiosk").mkdir(parents=True)
+        (cut_root / "run/kiosk/mirror").write_text("stick /dev/sda1 vfat\n")
+        stick = cut_root / "mirror/kiosk"
+        shutil.copytree(new_root / "mirror/kiosk", stick)
+        (stick / "kiosk.key").write_bytes(b"")
+        (cut_boot / "kiosk-settings.toml").write_text(SETTINGS)
+        result = run_firstboot(built, chroot, cut_root, cut_boot)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "key is damaged" in result.stdout and "kiosk recover" in result.stdout, result.stdout
+        assert list(stick.glob("live.kdb.bad-*")), "the stick's copy is kept"
+        assert (stick / "kiosk.key").read_bytes() == (cut_root / "data/kiosk/kiosk.key").read_bytes()
+        assert not (cut_boot / "kiosk-settings.toml").exists(), "applied, its secrets scrubbed, all the same"
+
 
 def test_firstboot_turns_ssh_off_when_the_key_is_taken_out(built, scratch):
     root, boot = firstboot_tree(built, scratch)

@@ -153,6 +153,27 @@ def test_a_new_card_comes_back_from_the_mirror(kiosk_dir):
     assert (root / "data" / "kiosk.key").stat().st_mode & 0o777 == 0o600
 
 
+def test_a_new_card_with_a_damaged_key_on_the_mirror_starts_anew_keeps_the_copy_and_alarms(kiosk_dir):
+    """The key on the stick cut to 0 bytes (a power cut right after an earlier
+    release renamed it there): its queue copy cannot be read by anyone."""
+    root, config = kiosk_dir
+    shutil.rmtree(root / "data")                             # the SD card died; a blank one is in
+    (root / "stick" / "kiosk.key").write_bytes(b"")
+    stick_copy = (root / "stick" / "live.kdb").read_bytes()
+    init = run_kiosk("init", "--config", config)
+    assert init.returncode == 0, init.stderr
+    [alarm] = status(config)["store_alarms"]
+    assert "key is damaged" in alarm and "kiosk.key (0 bytes, not 32)" in alarm and "kiosk recover" in alarm
+    [aside] = (root / "stick").glob("live.kdb.bad-*")
+    assert aside.read_bytes() == stick_copy                  # kept, for the old card's key
+    assert pending(config) == []
+    assert run_kiosk("charge", "13.00", "--config", config).returncode == 0
+    assert pending(config) == [1300]
+    assert (root / "data" / "live.kdb").read_bytes() == (root / "stick" / "live.kdb").read_bytes()
+    assert (root / "stick" / "kiosk.key").read_bytes() == (root / "data" / "kiosk.key").read_bytes()
+    assert len((root / "data" / "kiosk.key").read_bytes()) == 32
+
+
 def test_a_stick_pulled_out_is_an_alarm_and_sales_go_on(kiosk_dir):
     root, config = kiosk_dir
     shutil.move(root / "stick", root / "in-a-drawer")

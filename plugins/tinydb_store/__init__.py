@@ -36,7 +36,7 @@ from kiosk import Payment, Setting, StoreAlarm, StoreBusy, crash_point, hookimpl
 from . import log_storage
 from .history import History
 from .history_salvage import rebuild
-from .key_protector import SEALED_FILE, KeyProtector
+from .key_protector import SEALED_FILE, SEALED_LEN, KeyProtector
 from .key_protector import SETTINGS as KEY_SETTINGS
 from .log_storage import EncryptedLogStorage, install_copy
 from .migrate import OLD_FEED, OLD_HISTORY, migrate
@@ -46,6 +46,7 @@ from .salvage import rewrite, salvage
 log = logging.getLogger("kiosk.store")
 
 KEY_FILE, LIVE_FILE, HISTORY_FILE, LOCK_FILE = "kiosk.key", "live.kdb", "history.sqlite", "kiosk.lock"
+KEY_SIZES = {KEY_FILE: log_storage.KEY_LEN, SEALED_FILE: SEALED_LEN}    # what a whole key file holds
 LAST_SETTLED = "last_settled"       # meta: the payment the queue last handed to history
 STORE_DAMAGE = "store_damage"       # meta: damage found and salvaged, until `kiosk recover`
 
@@ -83,6 +84,7 @@ class TinyDBStore:
         self.mirror_problem: str | None = None     # the mirror could not be used: an alarm, never a refusal
         self.healed: list[str] = []                # copies healed from the other at this open: told once
         self._restored = False                     # this open brought the key back from the mirror
+        self._mirror_damage: dict | None = None    # a new card whose mirror's key was damaged: alarmed once open
         self.live_lock = threading.RLock()
         self._lock_file = None
         self._restore_keys_from_mirror()
@@ -144,6 +146,9 @@ class TinyDBStore:
             self.set_meta(LAST_SETTLED, None)
             self.healed.append("settled payments are not on the mirror: they start again empty here "
                                "(Stripe's dashboard has them all)")
+        if self._mirror_damage:
+            damage = self._mirror_damage
+            self._record_damage(damage["file"], damage["problem"], damage["what"], damage["aside"])
         self._check_history_belongs()
         self.recovered += migrate(self.dir, key, self.history, max(1, migration_batch))
         self._check_history_has_last()
@@ -157,12 +162,37 @@ class TinyDBStore:
         keys = [n for n in (KEY_FILE, SEALED_FILE) if (self.mirror / n).is_file()]
         if not keys or not (self.mirror / LIVE_FILE).is_file():
             return
+        contents = {name: (self.mirror / name).read_bytes() for name in keys}
+        damaged = [f"{name} ({len(content)} bytes, not {KEY_SIZES[name]})" for name, content in contents.items()
+                   if len(content) != KEY_SIZES[name]]
+        if damaged:
+            self._set_aside_unreadable_mirror(damaged, keys)
+            return
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for name in keys:
-            install_copy(self.dir / name, (self.mirror / name).read_bytes(), None, 0)
+        for name, content in contents.items():
+            install_copy(self.dir / name, content, None, 0)
         self._restored = True
         self.healed.append(f"{self.dir} was empty: the key and the queue were brought back from the "
                            f"mirror {self.mirror}")
+
+    def _set_aside_unreadable_mirror(self, damaged: list[str], keys: list[str]) -> None:
+        """A new card, and the mirror's key is damaged (a stick cut off by an
+        earlier release before its key was on it): the queue's copy there
+        cannot be read by anyone.  It is kept, set aside for `kiosk recover`
+        with the old card's key, and this card starts a queue of its own
+        that the mirror copies from now on -- with an alarm, never silently."""
+        live = self.mirror / LIVE_FILE
+        aside = keep_aside_once(live)
+        for name in keys:
+            keep_aside_once(self.mirror / name)
+            (self.mirror / name).unlink()
+        live.unlink()
+        self._mirror_damage = {"file": f"the mirror's {LIVE_FILE}", "aside": str(aside),
+                               "problem": f"its key is damaged: {', '.join(damaged)}",
+                               "what": "the sales on it cannot be read without that key, so this card started a "
+                                       "new queue (the old card, if you have it, still holds them)"}
+        log.error("mirror %s: its key is damaged (%s); its queue copy set aside as %s, a new queue started",
+                  self.mirror, ", ".join(damaged), aside)
 
     def _heal_from_mirror(self, key: bytes, fresh: bool) -> Path | None:
         """Check the two copies of the queue against each other and heal one

@@ -65,13 +65,16 @@ def _read(path: Path, key: bytes, label: str) -> Copy:
     return Copy(path, buf, witness, records, good_end, file_id, problem, generation, state)
 
 
-def keep_aside_once(path: Path, buf: bytes | None = None) -> None:
-    """The damaged bytes, kept once beside the copy (named by their content)."""
+def keep_aside_once(path: Path, buf: bytes | None = None) -> Path | None:
+    """The damaged bytes, kept once beside the copy (named by their content);
+    where they are kept, or None when there was nothing to keep."""
     buf = path.read_bytes() if buf is None else buf
-    if buf:
-        aside = path.with_name(f"{path.name}.bad-{hashlib.sha256(buf).hexdigest()[:16]}")
-        if not aside.exists():
-            install_copy(aside, buf, None, 0)
+    if not buf:
+        return None
+    aside = path.with_name(f"{path.name}.bad-{hashlib.sha256(buf).hexdigest()[:16]}")
+    if not aside.exists():
+        install_copy(aside, buf, None, 0)
+    return aside
 
 
 def _keep_aside(copy: Copy) -> None:
