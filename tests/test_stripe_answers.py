@@ -274,6 +274,22 @@ def test_a_slow_answer_does_not_make_an_online_kiosk_offline(tmp_path, fake_stri
     assert time.monotonic() - started < 2.5
 
 
+def test_an_answer_just_past_the_deadline_is_late_never_no_connection(tmp_path, fake_stripe, open_kiosk):
+    """Stripe connected but slow: the check's deadline calls it late (one hiccup
+    is still online), however loaded the kiosk -- the HTTP client's own timeout
+    is later, so it never turns a slow answer into "no connection" (offline at
+    once).  Two late answers in a row are offline."""
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, sync=NOW, stripe={"reachability_timeout": 0.4}))
+    assert kiosk.check_online()
+    for _ in range(10):                 # a race lost once in a few tries before
+        fake_stripe.slow_next(1, 0.9)
+        assert kiosk.check_online() is True, "one late answer is a hiccup"
+        assert kiosk.check_online() is True, "an answer in time after it"
+    fake_stripe.slow_next(2, 0.9)
+    assert kiosk.check_online() is True
+    assert kiosk.check_online() is False
+
+
 def test_repeated_failures_or_no_connection_make_the_kiosk_offline(tmp_path, fake_stripe, open_kiosk):
     kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, sync=NOW))
     assert kiosk.check_online()

@@ -78,6 +78,7 @@ SETTINGS = {
 }
 
 NO_KEY = "no Stripe API key: set STRIPE_API_KEY or [stripe] api_key_file"
+LATE_ANSWER_GRACE = 1.0     # seconds the online check's HTTP timeout runs past its deadline
 
 
 class KeyFileError(Exception):
@@ -139,18 +140,20 @@ class StripeForwarder:
         self.concurrency = max(1, settings["concurrency"])
         self.pace = Pace(rate)
         base = {"api": settings["api_base"].rstrip("/")}
+        self.deadline = min(2.0, settings["reachability_timeout"])
         if self.api_key:
             self.client = stripe.StripeClient(
                 self.api_key, base_addresses=base, stripe_version=API_VERSION,
                 max_network_retries=settings["max_network_retries"],
                 http_client=stripe.RequestsClient(timeout=settings["request_timeout"]))
+            # the check's own deadline (a join) decides "late"; the HTTP timeout comes
+            # after it, or a slow answer raced it and was taken for no connection at all
+            # (offline at once) instead of one late answer (a hiccup)
             self.probe = stripe.StripeClient(
                 self.api_key, base_addresses=base, stripe_version=API_VERSION, max_network_retries=0,
-                http_client=stripe.RequestsClient(
-                    timeout=min(2.0, settings["reachability_timeout"])))
+                http_client=stripe.RequestsClient(timeout=self.deadline + LATE_ANSWER_GRACE))
         else:
             self.client = self.probe = None
-        self.deadline = min(2.0, settings["reachability_timeout"])
         self.problem = None if self.api_key else NO_KEY
         self.key_missing = not self.api_key     # named as such everywhere, never as "unreachable"
         self.key_rejected = False
