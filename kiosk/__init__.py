@@ -16,6 +16,8 @@ from .card_numbers import contains_card_number
 from .commands import Command, CommandError
 from .config import ConfigError, Setting
 from .disk_space import disk_trouble
+from .durable import fsync_folder, rename_durably, settle_rename, write_all
+from .durable import write_file as write_file_durably
 from .faults import crash_point
 from .hookspecs import hookimpl
 from .interfaces import (OPTIONAL_MEMBERS, CardResult, Display, Forwarder, Outcome, PaymentStore, Readiness,
@@ -37,6 +39,8 @@ from . import notices    # notice kinds (``notices.READER``...) and the builders
 
 __all__ = [
     "hookimpl",
+    # files whole on disk, FAT included (kiosk/durable.py)
+    "fsync_folder", "rename_durably", "settle_rename", "write_all", "write_file_durably",
     # settings
     "Setting", "ConfigError",
     # what the kiosk_open_* hooks return, and what they exchange

@@ -18,7 +18,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from kiosk.durable import rename_durably, settle_rename
+from kiosk import rename_durably, settle_rename
 
 from .history import NONCE_LEN, ROW, History
 

@@ -35,9 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from kiosk import Setting, crash_point
-from kiosk.durable import fsync_folder
-from kiosk.durable import settle_rename, write_all
+from kiosk import Setting, crash_point, fsync_folder, settle_rename, write_all
 
 
 from . import log_storage

@@ -81,9 +81,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from tinydb.storages import Storage
 
-from kiosk import crash_point
-from kiosk.durable import fsync_folder
-from kiosk.durable import settle_rename, write_all
+from kiosk import crash_point, fsync_folder, settle_rename, write_all
 
 
 __all__ = ["StoreAlarm", "create_key", "load_key", "EncryptedLogStorage"]

@@ -18,7 +18,7 @@ from typing import Optional
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from kiosk.durable import rename_durably
+from kiosk import rename_durably
 
 from .log_storage import (AAD_TAG, HEADER_LEN, MAGIC, MIN_BODY, NONCE_LEN, EncryptedLogStorage, _Bad,
                           _DIAGNOSE_WINDOW, _LEN, _SEQ, read_witness)
