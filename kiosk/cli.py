@@ -338,8 +338,8 @@ def cmd_refund(args) -> int:
 
 def _refund_result(args, result) -> int:
     if args.json:
-        _print_json({"status": result.status, "message": result.message,
-                     "payment": result.payment.public() if result.payment else None})
+        _print_json({"status": result.status, "reason": result.reason or None, "details": result.details,
+                     "message": result.message, "payment": result.payment.public() if result.payment else None})
     else:
         print(f"{result.status.upper().replace('_', ' ')}: {result.message}")
     return EXIT_OK if result.ok else EXIT_REFUSED

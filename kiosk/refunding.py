@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from . import notices
@@ -46,6 +46,10 @@ CHARGED_INSTEAD = "it was already charged: refunded instead"
 # how long after an attempt began Stripe may still finish it (a timed-out request goes on at Stripe): a
 # lookup that finds nothing sooner proves nothing, so a void waits this long (requests time out in 20 s)
 STRIPE_MAY_STILL_ANSWER = timedelta(minutes=10)
+# why a void or refund was refused (or, the last two, not confirmed)
+REASONS = ("no_such_payment", "a_refund", "moved", "declined", "voided", "not_sent", "not_settled",
+           "may_be_charged", "no_refunds", "no_payment_intent", "refunded_in_full", "bad_amount",
+           "nothing_to_refund", "too_much", "stripe_refused", "just_sent", "stripe_did_not_say")
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,16 @@ class RefundResult:
       Stripe refused the refund: then ``payment`` is the failed refund record).
     - ``unconfirmed``: Stripe could not say whether the sale was charged;
       nothing changed: try again when it answers.
+
+    A refusal or an unconfirmed void also carries ``reason``, one of
+    :data:`REASONS` (stable: screens say it in their own language, scripts
+    branch on it), and ``details``, the values its sentence names.
     """
     status: str
-    message: str                    # one line for the vendor
+    message: str                    # one line for the vendor, in English
     payment: Payment | None = None  # the voided sale or the refund record
+    reason: str = ""                # why refused or unconfirmed: one of REASONS
+    details: dict = field(default_factory=dict)    # e.g. {"left": 300, "currency": "eur"}, {"until": "14:05"}
 
     @property
     def ok(self) -> bool:
@@ -109,32 +119,34 @@ class Refunding:
         if sale.state == VOIDED:
             return RefundResult(VOIDED_STATUS, f"{payment_id} already voided", sale)
         if sale.state == MOVED:
-            return RefundResult(REFUSED, f"{payment_id} moved to another kiosk ({sale.message}): void it there")
+            return RefundResult(REFUSED, f"{payment_id} moved to another kiosk ({sale.message}): void it there",
+                                reason="moved")
         if sale.state == FAILED:
-            return RefundResult(REFUSED, f"{payment_id} declined: nothing to void", sale)
+            return RefundResult(REFUSED, f"{payment_id} declined: nothing to void", sale, "declined")
         if sale.state == SUCCEEDED:
             return self._refund(sale, None, because=CHARGED_INSTEAD)
         if states.outcome_unknown(sale):
             # an attempt was made and its answer lost: only Stripe can say whether it was charged
             if not kiosk.check_online():
                 return RefundResult(REFUSED, f"{payment_id} may already be charged at Stripe: void it when "
-                                             "online", sale)
+                                             "online", sale, "may_be_charged")
             started = parse_iso(sale.last_attempt_at)
             if started is not None and kiosk.clock() - started < STRIPE_MAY_STILL_ANSWER:
                 # a lookup now may miss a request Stripe is still working on: nothing is settled on it
                 until = shown_time(started + STRIPE_MAY_STILL_ANSWER, kiosk.zone)
                 return RefundResult(UNCONFIRMED, f"{payment_id} was just sent to Stripe, which may still be "
                                                  f"charging it: void it after {until}, or refund it once it "
-                                                 "shows as charged; nothing voided", sale)
+                                                 "shows as charged; nothing voided", sale, "just_sent",
+                                    {"until": until})
             outcome = kiosk.forwarding.look_up_deciding(sale)
             if sale.state == SUCCEEDED:
                 return self._refund(sale, None, because=CHARGED_INSTEAD)
             if sale.state == FAILED:
-                return RefundResult(REFUSED, f"{payment_id} declined: nothing to void", sale)
+                return RefundResult(REFUSED, f"{payment_id} declined: nothing to void", sale, "declined")
             if outcome.kind not in ("not_found", "declined_for_now"):
                 return RefundResult(UNCONFIRMED, f"Stripe did not say whether {payment_id} was charged "
                                                  f"({outcome.message or outcome.kind}): nothing voided; "
-                                                 "try again when it answers", sale)
+                                                 "try again when it answers", sale, "stripe_did_not_say")
         previous = sale.state
         states.voided(sale, kiosk.clock(), "voided by the vendor before it was sent")   # settled_at says when
         kiosk.store.save(sale)                          # durable before anyone hears of it
@@ -152,21 +164,24 @@ class Refunding:
         with self._deciding, kiosk.forwarding.deciding(payment_id) as sale:
             refused = self._not_a_sale(payment_id, sale)
             if refused is None and sale.state != SUCCEEDED:
+                reason = {VOIDED: "voided", FAILED: "declined", MOVED: "moved"}.get(
+                    sale.state, "not_settled" if states.outcome_unknown(sale) else "not_sent")
                 refused = RefundResult(REFUSED, {
-                    VOIDED: f"{payment_id} was voided: nothing was charged",
-                    FAILED: f"{payment_id} was declined: nothing was charged",
-                    MOVED: f"{payment_id} moved to another kiosk: refund it there",
-                }.get(sale.state, f"{payment_id} is not settled yet (Stripe's answer was lost): void it instead, "
-                                  "the kiosk asks Stripe first" if states.outcome_unknown(sale) else
-                      f"{payment_id} is not sent yet: void it instead"), sale)
+                    "voided": f"{payment_id} was voided: nothing was charged",
+                    "declined": f"{payment_id} was declined: nothing was charged",
+                    "moved": f"{payment_id} moved to another kiosk: refund it there",
+                    "not_settled": f"{payment_id} is not settled yet (Stripe's answer was lost): void it "
+                                   "instead, the kiosk asks Stripe first",
+                    "not_sent": f"{payment_id} is not sent yet: void it instead"}[reason], sale, reason)
             result = refused or self._refund(sale, amount)
         return self._send(result)
 
     def _not_a_sale(self, payment_id: str, sale: Payment | None) -> RefundResult | None:
         if sale is None:
-            return RefundResult(REFUSED, f"no payment {payment_id} on this kiosk")
+            return RefundResult(REFUSED, f"no payment {payment_id} on this kiosk", reason="no_such_payment")
         if sale.is_refund:
-            return RefundResult(REFUSED, f"{payment_id} is a refund (of {sale.refund_of}), not a sale", sale)
+            return RefundResult(REFUSED, f"{payment_id} is a refund (of {sale.refund_of}), not a sale", sale,
+                                "a_refund")
         return None
 
     def _refund(self, sale: Payment, amount: int | None, because: str = "") -> RefundResult:
@@ -176,22 +191,26 @@ class Refunding:
         but = "it was already charged, but " if because else ""     # a void that cannot become a refund
         if not optional(kiosk.sync, "Forwarder", "refunds"):
             return RefundResult(REFUSED, f"{but}the sync plugin ({kiosk.sync.name}) cannot send refunds: "
-                                         "refund it in Stripe's Dashboard", sale)
+                                         "refund it in Stripe's Dashboard", sale, "no_refunds")
         if not sale.payment_intent:
             return RefundResult(REFUSED, f"{but}{sale.id} has no PaymentIntent recorded: refund it in Stripe's "
-                                         "Dashboard", sale)
+                                         "Dashboard", sale, "no_payment_intent")
         left = self._left(sale)
         what = format_amount(sale.amount, sale.currency)
         if left <= 0:
-            return RefundResult(REFUSED, f"{but}{sale.id} ({what}) is already refunded in full", sale)
+            return RefundResult(REFUSED, f"{but}{sale.id} ({what}) is already refunded in full", sale,
+                                "refunded_in_full")
         amount = left if amount is None else amount
         if isinstance(amount, bool) or not isinstance(amount, int):
-            return RefundResult(REFUSED, f"a refund is a whole number of minor units, not {amount!r}", sale)
+            return RefundResult(REFUSED, f"a refund is a whole number of minor units, not {amount!r}", sale,
+                                "bad_amount")
         if amount <= 0:
-            return RefundResult(REFUSED, f"a refund must be more than {format_amount(0, sale.currency)}", sale)
+            return RefundResult(REFUSED, f"a refund must be more than {format_amount(0, sale.currency)}", sale,
+                                "nothing_to_refund")
         if amount > left:
             return RefundResult(REFUSED, f"at most {format_amount(left, sale.currency)} of {sale.id} ({what}) is "
-                                         f"left to refund, not {format_amount(amount, sale.currency)}", sale)
+                                         f"left to refund, not {format_amount(amount, sale.currency)}", sale,
+                                "too_much", {"left": left, "currency": sale.currency})
         online = kiosk.check_online()
         record = Payment(id=new_payment_id(), amount=amount, currency=sale.currency,
                          created_at=iso(kiosk.clock()), offline=not online,
@@ -224,7 +243,8 @@ class Refunding:
             return RefundResult(REFUNDED, f"{prefix}refunded {what} ({record.refund_id or 'refund'})", record)
         if record.state == FAILED:
             return RefundResult(REFUSED, f"{prefix}Stripe refused the refund of {what}: "
-                                         f"{record.message or 'refused'}", record)
+                                         f"{record.message or 'refused'}", record, "stripe_refused",
+                                {"why": record.message or "refused"})
         if record.refund_id:        # Stripe holds it, pending with the card network: looked up until it ends
             return RefundResult(REFUND_QUEUED, f"{prefix}Stripe accepted the refund of {what} ({record.refund_id});"
                                                " it is pending with the card network — a notice tells how it "

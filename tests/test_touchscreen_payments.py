@@ -338,6 +338,29 @@ def test_payment_detail_and_today_in_japanese(screen, fake_stripe):
     assert on_screen(display, "本日") and on_screen(display, "売上") and on_screen(display, "￥1,200（1件）")
 
 
+def test_a_void_that_cannot_be_confirmed_says_why_in_japanese(screen, fake_stripe):
+    """The send timed out while Stripe may still be charging: the void is not
+    confirmed, and the Japanese screen says why and until when in Japanese
+    (the reason code), not the kiosk's English sentence."""
+    kiosk, display, _ = screen(language="ja", currency="jpy",
+                               stripe={"api_base": fake_stripe.url, "max_network_retries": 0,
+                                       "reachability_timeout": 1.0, "request_timeout": 1.0},
+                               limits={"currencies": {"jpy": {"per_transaction": 15000, "total": 75000}}})
+    sale = kiosk.take_sale(1200, behavior="force_offline", confirm=lambda offer: True).payment
+    fake_stripe.slow_next(1, 3.0)               # Stripe takes the create, answers after the kiosk gave up
+    kiosk.forward_one(sale)
+    assert kiosk.store.get(sale.id).state == PENDING and kiosk.store.get(sale.id).attempts == 1
+    open_payment(display, sale.id)
+    tap(display, "void")
+    tap(display, "money_confirm")
+    answered(display)
+    status, said = display.ui.money_said
+    assert status == "unconfirmed" and "以降に取消" in said and "取り消していません" in said, said
+    assert not any(word in said for word in ("Stripe may", "void it", "nothing voided")), said
+    assert on_screen(display, "以降に取消")
+    assert kiosk.store.get(sale.id).state == PENDING          # nothing voided
+
+
 # -- layout at every size -----------------------------------------------------------------
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

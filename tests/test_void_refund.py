@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import stripe
@@ -163,14 +164,18 @@ def test_what_cannot_be_voided_says_why(config, fake_stripe, open_kiosk):
     kiosk = open_kiosk(config)
     declined = kiosk.take_sale(500, card="insufficient_funds").payment
     assert kiosk.void(declined.id).message == f"{declined.id} declined: nothing to void"
+    assert kiosk.void(declined.id).reason == kiosk.refund(declined.id).reason == "declined"
     assert kiosk.void("kp_nosuch").message == "no payment kp_nosuch on this kiosk"
+    assert kiosk.void("kp_nosuch").reason == "no_such_payment"
     sale = sell_online(kiosk)
     refund = kiosk.refund(sale.id, 100).payment
     for result in (kiosk.void(refund.id), kiosk.refund(refund.id)):
         assert (result.status, result.ok) == ("refused", False) and "is a refund" in result.message
+        assert result.reason == "a_refund"
     pending = sell_offline(kiosk)
     result = kiosk.refund(pending.id)
     assert (result.status, result.message) == ("refused", f"{pending.id} is not sent yet: void it instead")
+    assert result.reason == "not_sent"
     assert kiosk.store.get(pending.id).state == "pending"
 
 
@@ -187,13 +192,16 @@ def test_refunds_whole_and_in_parts_never_add_up_to_more_than_was_charged(config
     too_much = kiosk.refund(sale.id, 800)
     assert (too_much.status, too_much.message) == (
         "refused", f"at most $7.00 of {sale.id} ($10.00) is left to refund, not $8.00")
-    for wrong in (0, -100, 2.5, True, "300"):
-        assert kiosk.refund(sale.id, wrong).status == "refused"
+    assert (too_much.reason, too_much.details) == ("too_much", {"left": 700, "currency": "usd"})
+    for wrong, reason in ((0, "nothing_to_refund"), (-100, "nothing_to_refund"), (2.5, "bad_amount"),
+                          (True, "bad_amount"), ("300", "bad_amount")):
+        assert (kiosk.refund(sale.id, wrong).status, kiosk.refund(sale.id, wrong).reason) == ("refused", reason)
     assert kiosk.store.get(sale.id).refunds == [first.payment.id]      # nothing reserved for them
     rest = kiosk.refund(sale.id)
     assert rest.status == "refunded" and rest.payment.amount == 700
     assert kiosk.refundable(sale.id) == 0
     assert kiosk.refund(sale.id).message == f"{sale.id} ($10.00) is already refunded in full"
+    assert kiosk.refund(sale.id).reason == "refunded_in_full"
     assert succeeded_refunds(fake_stripe, sale.payment_intent) == [300, 700]
     assert kiosk.store.get(sale.id).refunds == [first.payment.id, rest.payment.id]
     assert notice_kinds(kiosk).count("refunded") == 2
@@ -309,6 +317,10 @@ def test_kiosk_void_and_refund_exit_codes(config, fake_stripe, open_kiosk):
     assert answer["status"] == "voided" and answer["payment"]["state"] == "voided"
     result = run_kiosk("void", "kp_nosuch", "--config", config)
     assert result.returncode == 1 and "no payment kp_nosuch" in result.stdout
+    answer = run_json("refund", sale.id, "9.00", "--config", config)
+    assert (answer["status"], answer["reason"], answer["details"]) == ("refused", "too_much",
+                                                                       {"left": 750, "currency": "usd"})
+    assert run_json("void", stored.id, "--config", config)["reason"] is None      # voided already: no refusal
     answer = run_json("void", sale.id, "--config", config)     # charged: the rest is refunded
     assert answer["status"] == "refunded" and answer["payment"]["amount"] == 750
     assert succeeded_refunds(fake_stripe, sale.payment_intent) == [250, 750]
@@ -447,3 +459,27 @@ def test_the_state_machine_voids_only_a_live_sale_and_reserves_only_on_a_charged
     sale = payment("succeeded")
     states.refund_reserved(sale, "kp_2")
     assert sale.refunds == ["kp_2"]
+
+
+def test_every_refusal_names_a_reason_the_screens_know():
+    """Each RefundResult that refuses or is unconfirmed carries a reason code
+    from REASONS (kiosk/refunding.py, read as written), and both languages of
+    the touchscreen say each one."""
+    import ast
+    from kiosk import refunding
+    from kiosk_builtins.touchscreen.catalog import EN, JA
+    tree = ast.parse(Path(refunding.__file__).read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "RefundResult":
+            status = node.args[0].id
+            reason = node.args[3] if len(node.args) > 3 else next(
+                (k.value for k in node.keywords if k.arg == "reason"), None)
+            if status in ("REFUSED", "UNCONFIRMED"):
+                assert reason is not None, f"line {node.lineno}: a {status} result without a reason"
+                found.append(node.lineno)
+                if isinstance(reason, ast.Constant):
+                    assert reason.value in refunding.REASONS, f"line {node.lineno}: {reason.value!r}"
+    assert len(found) >= 15
+    for reason in refunding.REASONS:
+        assert f"why_{reason}" in EN and f"why_{reason}" in JA, reason

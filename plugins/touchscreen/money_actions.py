@@ -159,6 +159,22 @@ class MoneyActions:
         if ui.screen == "today":
             self.chores.read_day()
 
+    def reason(self, outcome) -> str | None:
+        """Why a void or refund was refused or not confirmed, in the screen's
+        language (the result's reason code); None in English, where the
+        kiosk's own sentence says more (the payment, the amounts), or when
+        the code is not one this screen knows."""
+        t, reason = self.catalog, getattr(outcome, "reason", "")
+        if t.language == "en" or not reason or not t.has(f"why_{reason}"):
+            return None
+        details = dict(getattr(outcome, "details", None) or {})
+        if "left" in details:
+            details["left"] = format_amount(details["left"], details.get("currency", ""), t.locale)
+        try:
+            return t(f"why_{reason}", **details)
+        except (KeyError, IndexError, ValueError):    # a detail missing: the words without it
+            return None
+
     def said(self, action: str, outcome) -> tuple[str, str]:
         """(status, one line) the vendor reads after a void, refund or reprint."""
         t = self.catalog
@@ -169,8 +185,11 @@ class MoneyActions:
             return ("printed", t("money_printed")) if outcome is None else \
                 ("not_printed", t("money_not_printed", why=outcome))
         status, message = outcome.status, " ".join(str(outcome.message or "").split())
+        why = self.reason(outcome)
         if status == "refused":
-            return status, t("money_refused", why=message or status)
+            return status, t("money_refused", why=why or message or status)
+        if status == "unconfirmed" and why:
+            return status, why[:1].upper() + why[1:]
         if t.language == "en" and message:       # the kiosk's own sentence says the most (amount, card, why)
             return status, message[:1].upper() + message[1:]
         text = t(f"money_{status}") if t.has(f"money_{status}") else message or status
