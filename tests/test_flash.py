@@ -868,6 +868,41 @@ def test_without_a_ram_backed_folder_a_kiosk_card_is_not_read(built, card, tmp_p
     assert set(Path("/dev/shm").glob("kiosk-flash-*")) == already
 
 
+@needs_shm
+def test_a_block_in_use_only_once_the_journal_is_replayed_comes_from_the_card(tmp_path):
+    """F's block was written in place, but the bitmap marking it used is still
+    only in the journal (a card once mounted data=ordered), and the journal
+    also writes G's block -- in the same 4 KiB page of the RAM copy, 1 KiB
+    blocks: F must still read whole from the copy."""
+    card_queue, disks = load_flash_module("card_queue"), load_flash_module("disks")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "F").write_bytes(b"A" * 1024)
+    (tree / "G").write_bytes(b"B" * 1024)
+    card = tmp_path / "card.img"
+    sh("mkfs.ext4", "-q", "-F", "-b", "1024", "-O", "^metadata_csum", "-d", tree, card, "16M")
+    f_block, g_block = (int(sh("debugfs", "-R", f"blocks /{name}", card, text=True).stdout.split()[0])
+                        for name in ("F", "G"))
+    assert f_block * 1024 // 4096 == g_block * 1024 // 4096, "the fixture needs F and G in one page"
+    listed = subprocess.run(["dumpe2fs", card], capture_output=True, text=True, check=True,
+                            env=dict(os.environ, PATH=PATH, LC_ALL="C")).stdout
+    bitmap_block = int(re.search(r"Block bitmap at (\d+)", listed)[1])
+    (tmp_path / "bitmap").write_bytes(byte_range(card, bitmap_block * 1024, (bitmap_block + 1) * 1024))
+    (tmp_path / "g-new").write_bytes(b"C" * 1024)
+    sh("debugfs", "-w", "-R", f"freeb {f_block}", card)        # in place F's block looks free ...
+    (tmp_path / "journal.debugfs").write_text(             # ... the journal marks it used, and writes G
+        f"jo\njw -b {bitmap_block} {tmp_path / 'bitmap'}\njw -b {g_block} {tmp_path / 'g-new'}\njc\n")
+    sh("debugfs", "-w", "-f", tmp_path / "journal.debugfs", card)
+    work = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="kiosk-flash-test-"))
+    try:
+        copy = card_queue.replayed_copy(card, disks.Partition(3, 0, card.stat().st_size), work)
+        assert sh("debugfs", "-R", "cat /F", copy).stdout == b"A" * 1024
+        assert sh("debugfs", "-R", "cat /G", copy).stdout == b"C" * 1024
+        sh("e2fsck", "-fn", copy)
+    finally:
+        shutil.rmtree(work)
+
+
 # -- the new boot partition is ready before anything is written ----------------------------
 
 def test_a_boot_partition_that_cannot_take_the_settings_writes_nothing(built, tmp_path):

@@ -76,22 +76,30 @@ def replayed_copy(target: Path, data: Partition, work: Path) -> Path:
     copy = work / "data-replayed.img"
     card = f"{target}?offset={data.start}"
     block_size, in_place = used_blocks(card)
-    with open(target, "rb") as source, open(copy, "wb") as out:
+    _copy_and_replay(target, data, block_size, in_place, copy)
+    # the bitmaps in place may be older than the journal's: a block in use only
+    # once it is replayed, whose contents the journal did not carry (written in
+    # place: a card once mounted data=ordered), is not in the copy.  Which
+    # blocks the journal wrote cannot be told from the copy (a hole is per page,
+    # not per block; a block written as zeros looks like one never written),
+    # so the copy is made again with them and replayed again: the same result
+    # the kernel reaches when it mounts the card
+    _, replayed = used_blocks(str(copy))
+    extra = subtract(replayed, in_place)
+    if extra:
+        copy.unlink()
+        _copy_and_replay(target, data, block_size, merge(in_place + extra), copy)
+    return copy
+
+
+def _copy_and_replay(target: Path, data: Partition, block_size: int, ranges, copy: Path) -> None:
+    """COPY made anew from the block RANGES of DATA on TARGET, then its journal replayed."""
+    with open(target, "rb") as source, open(copy, "xb") as out:
         os.chmod(copy, 0o600)
         out.truncate(data.size)
-        _copy_blocks(source, out, data.start, block_size, in_place)
+        _copy_blocks(source, out, data.start, block_size, ranges)
     run(["e2fsck", "-p", "-E", "journal_only", str(copy)], "replaying the data partition's journal",
         ok=E2FSCK_OK)
-    # the bitmaps in place may be older than the journal's: a block in use
-    # only once it is replayed, and which the journal did not write either
-    # (a card once mounted data=ordered writes data in place before its
-    # journal commits), is still a hole in the copy -- it comes from the card
-    _, replayed = used_blocks(str(copy))
-    with open(target, "rb") as source, open(copy, "r+b") as out:
-        missing = [(block, block + 1) for start, end in subtract(replayed, in_place)
-                   for block in range(start, end) if _hole(out, block * block_size, block_size)]
-        _copy_blocks(source, out, data.start, block_size, merge(missing))
-    return copy
 
 
 CHUNK = 4 << 20
@@ -113,14 +121,6 @@ def _copy_blocks(source, out, offset: int, block_size: int, ranges) -> None:
                     out.seek(at + piece)
                     out.write(chunk[piece:piece + block_size])
             at += len(chunk)
-
-
-def _hole(out, offset: int, length: int) -> bool:
-    """True if OUT holds nothing written at [OFFSET, OFFSET + LENGTH)."""
-    try:
-        return os.lseek(out.fileno(), offset, os.SEEK_DATA) >= offset + length
-    except OSError:         # ENXIO: no data from OFFSET to the end
-        return True
 
 
 def dump_queue(device: str, into: Path, work: Path, files: list[str]) -> bool:
