@@ -20,6 +20,7 @@ POINTS = (
     "migrate:before_unlink", # (built-in store) an old file copied, not yet deleted
     "mirror:before_append",  # (built-in store, [storage] mirror) a record durable in the first copy only
     "mirror:after_rename",   # (built-in store) a compacted first copy in place, the mirror still the old one
+    "mirror:after_set_aside",  # (built-in store) a new card: the mirror's unreadable copy set aside, store not open
     "seal:after_temp",       # (built-in store, key_protector = "device") sealed key written aside, not in place
     "seal:after_link",       # (built-in store) sealed key durable, plain kiosk.key still there
     "seal:after_aside",      # (built-in store) plain key renamed to .kiosk.key.erasing

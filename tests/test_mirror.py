@@ -174,6 +174,64 @@ def test_a_new_card_with_a_damaged_key_on_the_mirror_starts_anew_keeps_the_copy_
     assert len((root / "data" / "kiosk.key").read_bytes()) == 32
 
 
+def test_a_damaged_key_on_the_mirror_is_left_alone_by_anything_but_init(kiosk_dir):
+    root, config = kiosk_dir
+    shutil.rmtree(root / "data")
+    (root / "stick" / "kiosk.key").write_bytes(b"")
+    before = sorted(p.name for p in (root / "stick").iterdir())
+    assert run_kiosk("status", "--config", config).returncode != 0      # "run kiosk init first"
+    assert sorted(p.name for p in (root / "stick").iterdir()) == before
+
+
+def test_a_zero_filled_key_of_the_right_size_on_the_mirror_is_damaged_too(kiosk_dir):
+    root, config = kiosk_dir
+    shutil.rmtree(root / "data")
+    (root / "stick" / "kiosk.key").write_bytes(bytes(32))     # the size written, the cluster not
+    assert run_kiosk("init", "--config", config).returncode == 0
+    [alarm] = status(config)["store_alarms"]
+    assert "no record of the mirror's live.kdb authenticates" in alarm
+    assert run_kiosk("charge", "13.00", "--config", config).returncode == 0
+    assert pending(config) == [1300]
+
+
+def test_kiosk_recover_says_the_set_aside_sales_could_not_be_read(kiosk_dir):
+    root, config = kiosk_dir
+    shutil.rmtree(root / "data")
+    (root / "stick" / "kiosk.key").write_bytes(b"")
+    assert run_kiosk("init", "--config", config).returncode == 0
+    recover = run_kiosk("recover", "--config", config)
+    assert recover.returncode == 1 and "could not read: the sales in" in recover.stdout, recover.stdout
+    assert status(config)["store_alarms"] == []                 # said once, with exit 1
+    assert list((root / "stick").glob("live.kdb.bad-*"))        # still kept
+
+
+def test_an_alarm_cut_off_before_the_store_opened_is_still_raised(kiosk_dir, monkeypatch):
+    """The stick's copy set aside, then the power goes before the new store
+    is open: the alarm, written first, is raised at the next start."""
+    root, config = kiosk_dir
+    shutil.rmtree(root / "data")
+    (root / "stick" / "kiosk.key").write_bytes(b"")
+    cut = run_kiosk("init", "--config", config, env={"KIOSK_CRASH_AT": "mirror:after_set_aside"})
+    assert cut.returncode != 0
+    assert not (root / "stick" / "live.kdb").exists() and list((root / "stick").glob("live.kdb.bad-*"))
+    assert run_kiosk("init", "--config", config).returncode == 0
+    [alarm] = status(config)["store_alarms"]
+    assert "key is damaged" in alarm
+
+
+def test_the_old_card_mends_a_damaged_key_on_its_mirror(kiosk_dir):
+    """A 0-byte key left on the stick by the release before this one: the card
+    that still holds the key writes it again at its next start, so a new card
+    can take it back."""
+    root, config = kiosk_dir
+    (root / "stick" / "kiosk.key").write_bytes(b"")
+    assert run_kiosk("charge", "13.00", "--config", config).returncode == 0
+    assert (root / "stick" / "kiosk.key").read_bytes() == (root / "data" / "kiosk.key").read_bytes()
+    assert any("kiosk.key was damaged: written again" in line for line in notices(config))
+    shutil.rmtree(root / "data")                                # now the card dies
+    assert survived(config, [1000, 1100, 1200, 1300])
+
+
 def test_a_stick_pulled_out_is_an_alarm_and_sales_go_on(kiosk_dir):
     root, config = kiosk_dir
     shutil.move(root / "stick", root / "in-a-drawer")

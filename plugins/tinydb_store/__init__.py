@@ -22,6 +22,7 @@ by an earlier release (``history.kdb``, ``feed.kdb``) is migrated on open
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import threading
@@ -31,7 +32,8 @@ from typing import Iterator
 from tinydb import TinyDB
 from tinydb.table import Document
 
-from kiosk import Payment, Setting, StoreAlarm, StoreBusy, crash_point, hookimpl, iso, utcnow
+from kiosk import (Payment, Setting, StoreAlarm, StoreBusy, crash_point, fsync_folder, hookimpl, iso, utcnow,
+                   write_file_durably)
 
 from . import log_storage
 from .history import History
@@ -41,12 +43,13 @@ from .key_protector import SETTINGS as KEY_SETTINGS
 from .log_storage import EncryptedLogStorage, install_copy
 from .migrate import OLD_FEED, OLD_HISTORY, migrate
 from .mirror import heal, keep_aside_once
-from .salvage import rewrite, salvage
+from .salvage import genuine_records, rewrite, salvage
 
 log = logging.getLogger("kiosk.store")
 
 KEY_FILE, LIVE_FILE, HISTORY_FILE, LOCK_FILE = "kiosk.key", "live.kdb", "history.sqlite", "kiosk.lock"
 KEY_SIZES = {KEY_FILE: log_storage.KEY_LEN, SEALED_FILE: SEALED_LEN}    # what a whole key file holds
+MIRROR_DAMAGE = "mirror-damage.json"    # an alarm on its way into the store (see _set_aside_unreadable_mirror)
 LAST_SETTLED = "last_settled"       # meta: the payment the queue last handed to history
 STORE_DAMAGE = "store_damage"       # meta: damage found and salvaged, until `kiosk recover`
 
@@ -84,10 +87,9 @@ class TinyDBStore:
         self.mirror_problem: str | None = None     # the mirror could not be used: an alarm, never a refusal
         self.healed: list[str] = []                # copies healed from the other at this open: told once
         self._restored = False                     # this open brought the key back from the mirror
-        self._mirror_damage: dict | None = None    # a new card whose mirror's key was damaged: alarmed once open
         self.live_lock = threading.RLock()
         self._lock_file = None
-        self._restore_keys_from_mirror()
+        self._restore_keys_from_mirror(create)
         existing = [n for n in (KEY_FILE, SEALED_FILE, LIVE_FILE, HISTORY_FILE, OLD_HISTORY) if (self.dir / n).exists()]
         fresh = create and not existing
         if fresh:
@@ -146,15 +148,13 @@ class TinyDBStore:
             self.set_meta(LAST_SETTLED, None)
             self.healed.append("settled payments are not on the mirror: they start again empty here "
                                "(Stripe's dashboard has them all)")
-        if self._mirror_damage:
-            damage = self._mirror_damage
-            self._record_damage(damage["file"], damage["problem"], damage["what"], damage["aside"])
+        self._record_mirror_damage()
         self._check_history_belongs()
         self.recovered += migrate(self.dir, key, self.history, max(1, migration_batch))
         self._check_history_has_last()
         self._mend_half_settled()
 
-    def _restore_keys_from_mirror(self) -> None:
+    def _restore_keys_from_mirror(self, create: bool) -> None:
         """A new card with the mirror plugged in: its key comes back from the
         mirror, so the queue can be healed from there instead of started over."""
         if not self.mirror or any((self.dir / n).exists() for n in (KEY_FILE, SEALED_FILE, LIVE_FILE)):
@@ -163,10 +163,10 @@ class TinyDBStore:
         if not keys or not (self.mirror / LIVE_FILE).is_file():
             return
         contents = {name: (self.mirror / name).read_bytes() for name in keys}
-        damaged = [f"{name} ({len(content)} bytes, not {KEY_SIZES[name]})" for name, content in contents.items()
-                   if len(content) != KEY_SIZES[name]]
+        damaged = self._damaged_keys(contents)
         if damaged:
-            self._set_aside_unreadable_mirror(damaged, keys)
+            if create:      # `kiosk init` starts this card anew; anything else leaves the stick as it is
+                self._set_aside_unreadable_mirror(damaged, keys)
             return
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for name, content in contents.items():
@@ -175,24 +175,53 @@ class TinyDBStore:
         self.healed.append(f"{self.dir} was empty: the key and the queue were brought back from the "
                            f"mirror {self.mirror}")
 
+    def _damaged_keys(self, contents: dict[str, bytes]) -> list[str]:
+        """The mirror's key files that cannot be its queue's key, each with why:
+        the wrong size (a FAT entry written before its data), or a plain key no
+        record of the mirror's queue authenticates under (zeros of the right size)."""
+        damaged = [f"{name} ({len(content)} bytes, not {KEY_SIZES[name]})" for name, content in contents.items()
+                   if len(content) != KEY_SIZES[name]]
+        plain = contents.get(KEY_FILE)
+        if not damaged and plain is not None:
+            if not genuine_records((self.mirror / LIVE_FILE).read_bytes(), plain, "live"):
+                damaged.append(f"{KEY_FILE} (no record of the mirror's {LIVE_FILE} authenticates under it)")
+        return damaged
+
     def _set_aside_unreadable_mirror(self, damaged: list[str], keys: list[str]) -> None:
         """A new card, and the mirror's key is damaged (a stick cut off by an
         earlier release before its key was on it): the queue's copy there
-        cannot be read by anyone.  It is kept, set aside for `kiosk recover`
-        with the old card's key, and this card starts a queue of its own
-        that the mirror copies from now on -- with an alarm, never silently."""
+        cannot be read by anyone.  It is kept, set aside (its bytes as they
+        are), and this card starts a queue of its own that the mirror copies
+        from now on -- with an alarm, never silently.  The alarm is written
+        here first (MIRROR_DAMAGE) and moved into the store once it is open,
+        so a cut anywhere in between never loses it."""
         live = self.mirror / LIVE_FILE
         aside = keep_aside_once(live)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_file_durably(self.dir / MIRROR_DAMAGE, json.dumps({
+            "file": f"the mirror's {LIVE_FILE}", "aside": str(aside),
+            "problem": f"its key is damaged: {', '.join(damaged)}",
+            "what": f"could not read: the sales in {aside} -- without their key no one can; the old card, if "
+                    f"you still have it, holds them (put it back in, or read its queue with image/flash)"}).encode())
         for name in keys:
             keep_aside_once(self.mirror / name)
             (self.mirror / name).unlink()
         live.unlink()
-        self._mirror_damage = {"file": f"the mirror's {LIVE_FILE}", "aside": str(aside),
-                               "problem": f"its key is damaged: {', '.join(damaged)}",
-                               "what": "the sales on it cannot be read without that key, so this card started a "
-                                       "new queue (the old card, if you have it, still holds them)"}
+        fsync_folder(self.mirror)
+        crash_point("mirror:after_set_aside")
         log.error("mirror %s: its key is damaged (%s); its queue copy set aside as %s, a new queue started",
                   self.mirror, ", ".join(damaged), aside)
+
+    def _record_mirror_damage(self) -> None:
+        """The alarm _set_aside_unreadable_mirror wrote, now in the store (until `kiosk recover`)."""
+        pending = self.dir / MIRROR_DAMAGE
+        if not pending.exists():
+            return
+        damage = json.loads(pending.read_text())
+        if not any(d.get("kept_aside") == damage["aside"] for d in self.get_meta(STORE_DAMAGE, [])):
+            self._record_damage(damage["file"], damage["problem"], damage["what"], damage["aside"])
+        pending.unlink()
+        fsync_folder(self.dir)
 
     def _heal_from_mirror(self, key: bytes, fresh: bool) -> Path | None:
         """Check the two copies of the queue against each other and heal one
@@ -205,8 +234,15 @@ class TinyDBStore:
                 if told:
                     self.healed.append(told)
             for name in (KEY_FILE, SEALED_FILE):    # the mirror is no use on a new card without its key
-                if (self.dir / name).is_file() and not (self.mirror / name).is_file():
-                    install_copy(self.mirror / name, (self.dir / name).read_bytes(), None, 0)
+                if not (self.dir / name).is_file():
+                    continue
+                key_bytes, copy = (self.dir / name).read_bytes(), self.mirror / name
+                if not copy.is_file():
+                    install_copy(copy, key_bytes, None, 0)
+                elif copy.read_bytes() != key_bytes:    # e.g. left at 0 bytes by a power cut on a FAT stick
+                    keep_aside_once(copy)               # another kiosk's key, if the stick was: kept
+                    install_copy(copy, key_bytes, None, 0)
+                    self.healed.append(f"the mirror's {name} was damaged: written again from {self.dir}")
             if (self.mirror / SEALED_FILE).is_file() and not (self.dir / KEY_FILE).exists():
                 (self.mirror / KEY_FILE).unlink(missing_ok=True)     # sealed to this Pi now: no key in clear
         except OSError as exc:
