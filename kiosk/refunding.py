@@ -34,7 +34,7 @@ from . import payment_states as states
 from .faults import crash_point
 from .interfaces import optional
 from .local_time import shown_time
-from .money import format_amount
+from .money import charge_step, format_amount
 from .payment import FAILED, MOVED, SUCCEEDED, VOIDED, Card, Payment, iso, new_payment_id, parse_iso
 
 log = logging.getLogger("kiosk.refunding")
@@ -49,7 +49,7 @@ STRIPE_MAY_STILL_ANSWER = timedelta(minutes=10)
 # why a void or refund was refused (or, the last two, not confirmed)
 REASONS = ("no_such_payment", "a_refund", "moved", "declined", "voided", "not_sent", "not_settled",
            "may_be_charged", "no_refunds", "no_payment_intent", "refunded_in_full", "bad_amount",
-           "nothing_to_refund", "too_much", "stripe_refused", "just_sent", "stripe_did_not_say")
+           "nothing_to_refund", "not_a_step", "too_much", "stripe_refused", "just_sent", "stripe_did_not_say")
 
 
 @dataclass(frozen=True)
@@ -207,6 +207,12 @@ class Refunding:
         if amount <= 0:
             return RefundResult(REFUSED, f"a refund must be more than {format_amount(0, sale.currency)}", sale,
                                 "nothing_to_refund")
+        step = charge_step(sale.currency)
+        if amount % step:       # Stripe takes three-decimal currencies in steps of 10 only, refunds too
+            return RefundResult(REFUSED, f"a refund in {sale.currency.upper()} is a multiple of "
+                                         f"{format_amount(step, sale.currency)}, not "
+                                         f"{format_amount(amount, sale.currency)}", sale, "not_a_step",
+                                {"step": step, "currency": sale.currency})
         if amount > left:
             return RefundResult(REFUSED, f"at most {format_amount(left, sale.currency)} of {sale.id} ({what}) is "
                                          f"left to refund, not {format_amount(amount, sale.currency)}", sale,
@@ -242,9 +248,10 @@ class Refunding:
         if record.state == SUCCEEDED:
             return RefundResult(REFUNDED, f"{prefix}refunded {what} ({record.refund_id or 'refund'})", record)
         if record.state == FAILED:
-            return RefundResult(REFUSED, f"{prefix}Stripe refused the refund of {what}: "
-                                         f"{record.message or 'refused'}", record, "stripe_refused",
-                                {"why": record.message or "refused"})
+            # the built-in sync plugin's record says "Stripe refused the refund: why": said once here
+            why = (record.message or "refused").removeprefix("Stripe refused the refund: ")
+            return RefundResult(REFUSED, f"{prefix}Stripe refused the refund of {what}: {why}", record,
+                                "stripe_refused", {"why": why})
         if record.refund_id:        # Stripe holds it, pending with the card network: looked up until it ends
             return RefundResult(REFUND_QUEUED, f"{prefix}Stripe accepted the refund of {what} ({record.refund_id});"
                                                " it is pending with the card network — a notice tells how it "

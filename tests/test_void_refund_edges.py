@@ -131,3 +131,17 @@ def test_a_voided_sale_keeps_no_usable_card_token(tmp_path, fake_stripe, open_ki
     assert kiosk.void(sale.id).status == "voided"
     stored = kiosk.store.get(sale.id)
     assert stored.token == "" and "payment_method" not in (stored.request or {}), "the voided sale's token is kept"
+
+
+def test_a_refund_in_a_three_decimal_currency_goes_in_steps_of_ten(tmp_path, fake_stripe, open_kiosk):
+    """Stripe refunds KWD only in amounts ending in 0, like charges: a refund of
+    5 fils is refused before anything is stored or sent, never a refusal from
+    Stripe to follow up."""
+    kiosk = open_kiosk(write_config(tmp_path, fake_stripe.url, kiosk={"currency": "kwd"},
+                                   limits={"currencies": {"kwd": {"per_transaction": 100.0, "total": 500.0}}}))
+    sale = kiosk.take_sale(5120, "kwd").payment
+    assert sale.state == "succeeded"
+    odd = kiosk.refund(sale.id, 5)
+    assert (odd.status, odd.reason, odd.details) == ("refused", "not_a_step", {"step": 10, "currency": "kwd"})
+    assert kiosk.store.get(sale.id).refunds == [] and fake_stripe.refunds == []
+    assert kiosk.refund(sale.id, 1000).status == "refunded"

@@ -205,8 +205,8 @@ EN = {
     "money_refunded": "Refunded",
     "money_refund_queued": "Refund kept — it is sent by the next pass (a notice tells how it ends)",
     "money_refused": "Not possible: {why}",
-    "money_unconfirmed": "Refund not confirmed: Stripe did not answer. It is kept and settles when Stripe "
-                         "answers — do not refund again.",
+    "money_unconfirmed": "Not confirmed: Stripe could not say whether it was charged — nothing changed; try again "
+                         "when it answers",
     "money_failed": "Could not finish ({what}) — look at this payment again before trying again",
     "money_printed": "Receipt printed",
     "toast_refund_sent": "Refund sent: {what}",
@@ -226,6 +226,7 @@ EN = {
     "why_refunded_in_full": "already refunded in full",
     "why_bad_amount": "a refund is a whole number of minor units",
     "why_nothing_to_refund": "a refund must be more than nothing",
+    "why_not_a_step": "refunds go in steps of {step}",
     "why_too_much": "at most {left} is left to refund",
     "why_stripe_refused": "Stripe refused the refund: {why}",
     "why_just_sent": "just sent to Stripe, which may still be charging it: void it after {until}, or refund it "
@@ -447,8 +448,7 @@ JA = {
     "money_refunded": "返金しました",
     "money_refund_queued": "返金を保存しました — 次の送信で送ります（結果は通知されます）",
     "money_refused": "できません：{why}",
-    "money_unconfirmed": "返金が未確認：Stripeから応答がありません。保存され、応答後に確定します"
-                         " — 再度返金しないでください。",
+    "money_unconfirmed": "未確認：Stripeから請求の有無の回答がありません — 何も変更していません。応答後にもう一度お試しください",
     "money_failed": "完了できませんでした（{what}） — もう一度行う前にこの支払いを確認してください",
     "money_printed": "レシートを印刷しました",
     "toast_refund_sent": "返金を送信しました：{what}",
@@ -467,6 +467,7 @@ JA = {
     "why_refunded_in_full": "全額返金済みです",
     "why_bad_amount": "返金額は最小単位の整数で指定してください",
     "why_nothing_to_refund": "返金額は0より大きくしてください",
+    "why_not_a_step": "返金額は {step} 単位で指定してください",
     "why_too_much": "返金できるのは最大 {left} です",
     "why_stripe_refused": "Stripeが返金を拒否しました：{why}",
     "why_just_sent": "Stripeに送信したばかりで、まだ請求処理中の可能性があります：{until} 以降に取消するか、"

@@ -168,8 +168,9 @@ class MoneyActions:
         if t.language == "en" or not reason or not t.has(f"why_{reason}"):
             return None
         details = dict(getattr(outcome, "details", None) or {})
-        if "left" in details:
-            details["left"] = format_amount(details["left"], details.get("currency", ""), t.locale)
+        for amount in ("left", "step"):         # minor units, shown as money
+            if amount in details:
+                details[amount] = format_amount(details[amount], details.get("currency", ""), t.locale)
         try:
             return t(f"why_{reason}", **details)
         except (KeyError, IndexError, ValueError):    # a detail missing: the words without it
