@@ -201,8 +201,9 @@ class TinyDBStore:
         write_file_durably(self.dir / MIRROR_DAMAGE, json.dumps({
             "file": f"the mirror's {LIVE_FILE}", "aside": str(aside),
             "problem": f"its key is damaged: {', '.join(damaged)}",
-            "what": f"could not read: the sales in {aside} -- without their key no one can; the old card, if "
-                    f"you still have it, holds them (put it back in, or read its queue with image/flash)"}).encode())
+            "what": (f"could not read: the sales in {aside} -- without their key no one can; the old card, if "
+                     f"you still have it, holds them (put it back in, or read its queue with image/flash)"
+                     if aside else "the mirror's copy was empty: nothing on it to lose")}).encode())
         for name in keys:
             keep_aside_once(self.mirror / name)
             (self.mirror / name).unlink()
