@@ -394,6 +394,22 @@ def test_auto_off_prints_only_when_asked(tmp_path, fake_stripe, open_kiosk, netw
     assert len(network_printer.received) == 1
 
 
+def test_printing_adds_no_line_of_python_escpos_to_the_log(tmp_path, caplog):
+    """python-escpos logs at INFO on the root logger on every print ("File
+    printer enabled"): kept out of the kiosk's journal; the bytes still go."""
+    import logging
+    from kiosk_builtins.receipt_printer.connection import parse
+    from kiosk_builtins.receipt_printer.printing import send
+    caplog.set_level(logging.INFO)
+    paper = tmp_path / "lp0"
+    paper.write_bytes(b"")
+    send(parse(f"file:{paper}"), b"one receipt", None)
+    assert paper.read_bytes() == b"one receipt"
+    assert [r.getMessage() for r in caplog.records if "escpos" in r.pathname] == []
+    logging.getLogger("test").info("a kiosk line")          # the kiosk's own lines still pass
+    assert "a kiosk line" in caplog.text
+
+
 # -- `kiosk receipt` ------------------------------------------------------------------------------
 
 def test_kiosk_receipt_reprints_and_says_why_not_in_one_line(tmp_path, fake_stripe):

@@ -18,6 +18,7 @@ error, on the kiosk's receipt thread.  Never logs a receipt's contents.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 
@@ -33,6 +34,19 @@ DOTS_PER_CELL = 12              # font A: 12 dots wide, so 32 cells fill a 384-d
 PLAIN = str.maketrans({"—": "-", "–": "-", "•": "*", "×": "x", "’": "'", "‘": "'", "“": '"', "”": '"',
                        "…": "...", "\u00a0": " ", "\u202f": " "})
 _HAN = re.compile(r"[\u4e00-\u9fa5]")   # python-escpos sends these as GB18030 (Chinese printers)
+
+
+class _QuietEscpos(logging.Filter):
+    """python-escpos logs "File printer enabled", "Closing ... connection" at
+    INFO on the root logger for every receipt: lines in the kiosk's small
+    RAM journal that say nothing.  Its warnings and errors still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or f"{os.sep}escpos{os.sep}" not in record.pathname
+
+
+if not any(isinstance(f, _QuietEscpos) for f in logging.getLogger().filters):
+    logging.getLogger().addFilter(_QuietEscpos())
 CJK_FONTS = ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
              "/usr/share/fonts/opentype/noto/NotoSansCJKjp-Regular.otf",
              "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
