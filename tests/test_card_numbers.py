@@ -209,7 +209,7 @@ def screen(tmp_path, fake_stripe, open_kiosk, touchscreens):
 @pytest.mark.parametrize("language, words", [("en", "Looks like a card number"), ("ja", "カード番号のよう")])
 def test_a_card_number_typed_as_contact_is_wiped_and_refused(screen, fake_stripe, open_kiosk, tmp_path, caplog,
                                                              language, words):
-    from test_touchscreen import on_screen, tap, type_amount, until
+    from test_touchscreen import on_screen, tap, tap_keys, type_amount, until
     kiosk, display, path = screen(language)
     fake_stripe.set_offline(True)
     number = "4242424242424242"
@@ -217,14 +217,12 @@ def test_a_card_number_typed_as_contact_is_wiped_and_refused(screen, fake_stripe
     tap(display, "charge")
     until(display, lambda: display.ui.screen == "confirm_offline")
     tap(display, "contact")
-    for key in number:
-        tap(display, f"type_{key}")
+    tap_keys(display, number)
     tap(display, "contact_done")
     assert display.ui.screen == "contact" and on_screen(display, words)
     assert display.ui.contact == ""
     assert not any(digits_of(number) in digits_of(text) for text in display.texts())
-    for key in number:                                         # typed again, then Confirm straight away
-        tap(display, f"type_{key}")
+    tap_keys(display, number)                                  # typed again, then Confirm straight away
     tap(display, "contact_done")
     assert display.ui.contact == "" and display.ui.screen == "contact"
     tap(display, "contact_done")                               # empty: no contact, back to the question

@@ -75,9 +75,15 @@ def tap(display, name: str, finger: bool = True) -> None:
     display.step()
 
 
-def type_amount(display, text: str) -> None:
+def tap_keys(display, text: str, key: str = "type_") -> None:
+    """Tap one key per character: ``type_`` the contact keyboard, ``key_`` the
+    sale's keypad, ``refund_key_`` the refund's."""
     for char in text:
-        tap(display, f"key_{char}")
+        tap(display, f"{key}{char}")
+
+
+def type_amount(display, text: str) -> None:
+    tap_keys(display, text, "key_")
 
 
 def until(display, predicate, seconds: float = 15.0) -> None:
@@ -128,11 +134,9 @@ def test_offline_sale_is_confirmed_with_a_customer_contact(screen, fake_stripe):
     assert pixel(display, "status_pill") == screens.OFFLINE and on_screen(display, "● Offline")
     assert kiosk.store.live() == []                              # nothing stored before Confirm
     tap(display, "contact")
-    for key in "+1555":
-        tap(display, f"type_{key}")
+    tap_keys(display, "+1555")
     tap(display, "contact_mode")                                 # the e-mail keyboard has digits too
-    for key in "0100":
-        tap(display, f"type_{key}")
+    tap_keys(display, "0100")
     tap(display, "contact_done")
     assert display.ui.screen == "confirm_offline" and on_screen(display, "+15550100")
     tap(display, "offline_confirm")
@@ -152,8 +156,7 @@ def test_a_bad_contact_is_refused_on_screen_before_the_sale(screen, fake_stripe)
     tap(display, "charge")
     until(display, lambda: display.ui.screen == "confirm_offline")
     tap(display, "contact")
-    for key in "12":
-        tap(display, f"type_{key}")
+    tap_keys(display, "12")
     tap(display, "contact_done")
     assert display.ui.screen == "contact" and on_screen(display, "Not a phone number or e-mail address")
     tap(display, "contact_clear")
@@ -170,8 +173,7 @@ def test_declined_at_forwarding_shows_until_acknowledged_and_is_followed_up(scre
     tap(display, "charge")
     until(display, lambda: display.ui.screen == "confirm_offline")
     tap(display, "contact")
-    for key in "5550100123":
-        tap(display, f"type_{key}")
+    tap_keys(display, "5550100123")
     tap(display, "contact_done")
     tap(display, "offline_confirm")
     until(display, lambda: display.ui.screen == "result")

@@ -23,7 +23,7 @@ pygame = pytest.importorskip("pygame")
 
 from kiosk_builtins.touchscreen import money_screens, screens  # noqa: E402
 from kiosk_builtins.touchscreen.state import Alert  # noqa: E402
-from test_touchscreen import SIZES, _headless, fits_the_screen, on_screen, tap, type_amount, until  # noqa: E402,F401
+from test_touchscreen import SIZES, _headless, fits_the_screen, on_screen, tap, tap_keys, type_amount, until  # noqa: E402,F401
 
 BUTTONS = ("void", "refund", "reprint")
 
@@ -166,8 +166,7 @@ def test_refund_from_the_screen_reaches_stripe_once(screen, fake_stripe):
 
 
 def type_amount_on(display, text: str) -> None:
-    for char in text:
-        tap(display, f"refund_key_{char}")
+    tap_keys(display, text, "refund_key_")
 
 
 def test_a_refund_taken_offline_is_kept_and_sent_once_back_online(screen, fake_stripe):

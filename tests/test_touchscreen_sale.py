@@ -20,7 +20,7 @@ pygame = pytest.importorskip("pygame")
 
 from kiosk_builtins.touchscreen import screens  # noqa: E402
 from kiosk_builtins.touchscreen.layout import MIN_TARGET  # noqa: E402
-from test_touchscreen import _headless, fits_the_screen, on_screen, screen, tap, type_amount, until  # noqa: E402,F401
+from test_touchscreen import _headless, fits_the_screen, on_screen, screen, tap, tap_keys, type_amount, until  # noqa: E402,F401
 
 MENU = [{"name": "Coffee", "price": 3.5}, {"name": "Bun", "price": 2.25}, {"name": "Juice", "price": 4.0}]
 TWENTY = [{"name": f"Item number {n}", "price": 1.0 + n} for n in range(1, 21)]
@@ -163,8 +163,7 @@ def _type_receipt(display, address: str) -> None:
     tap(display, "receipt")
     assert display.ui.screen == "contact" and on_screen(display, "Customer's e-mail for the receipt")
     assert on_screen(display, "for an offline sale, once it is sent")
-    for key in address:
-        tap(display, f"type_{key}")
+    tap_keys(display, address)
     tap(display, "contact_done")
 
 
@@ -209,13 +208,11 @@ def test_an_online_receipt_is_promised_once_the_payment_goes_through(screen, fak
 def test_a_bad_receipt_address_is_refused_and_a_card_number_wiped(screen):
     kiosk, display = shop(screen)
     tap(display, "receipt")
-    for key in "5550100":
-        tap(display, f"type_{key}")
+    tap_keys(display, "5550100")
     tap(display, "contact_done")
     assert display.ui.screen == "contact" and on_screen(display, "Not an e-mail address")
     tap(display, "contact_clear")
-    for key in "4242424242424242":
-        tap(display, f"type_{key}")
+    tap_keys(display, "4242424242424242")
     tap(display, "contact_done")
     assert display.ui.contact == "" and on_screen(display, "Looks like a card number")
     assert not on_screen(display, "4242424242424242")

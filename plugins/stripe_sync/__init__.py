@@ -502,15 +502,21 @@ class StripeForwarder:
 
     def _refunds_of(self, intent_id: str):
         """Every refund of one PaymentIntent, newest first, 100 a page."""
-        params = shape.refund_list_params(intent_id)
+        return self._every(self.client.v1.refunds.list,
+                           lambda after: shape.refund_list_params(intent_id, starting_after=after))
+
+    def _every(self, listing, params_after):
+        """Every object of a Stripe list (``listing``: its ``list`` call), a paced
+        request per page; ``params_after(last_id)`` gives each page's parameters."""
+        params = params_after(None)
         while True:
             self.pace.wait()
-            page = self.client.v1.refunds.list(params=params)
-            data = [refund.to_dict() for refund in page.data]
+            page = listing(params=params)
+            data = [found.to_dict() for found in page.data]
             yield from data
             if not page.has_more or not data:
                 return
-            params = shape.refund_list_params(intent_id, starting_after=data[-1]["id"])
+            params = params_after(data[-1]["id"])
 
     def reconcile(self, payments) -> set[str] | None:
         """The ids among ``payments`` (never sent by this kiosk) that Stripe
@@ -555,15 +561,8 @@ class StripeForwarder:
 
     def _intents_since(self, since: int):
         """Every PaymentIntent created at or after ``since`` (unix), newest first, a page at a time."""
-        params = shape.list_params(since)
-        while True:
-            self.pace.wait()
-            page = self.client.v1.payment_intents.list(params=params)
-            data = [intent.to_dict() for intent in page.data]
-            yield from data
-            if not page.has_more or not data:
-                return
-            params = shape.list_params(since, starting_after=data[-1]["id"])
+        return self._every(self.client.v1.payment_intents.list,
+                           lambda after: shape.list_params(since, starting_after=after))
 
     @staticmethod
     def _lookup_failed(exc: stripe.StripeError) -> Outcome:
